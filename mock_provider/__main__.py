@@ -1,0 +1,3 @@
+from mock_provider.cli import main
+
+main()

@@ -1,0 +1,128 @@
+"""What both wire formats share: the parsed request, the flavour protocol, SSE framing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+
+JSON = dict[str, object]
+
+
+class BadRequest(ValueError):
+    """The client's request is invalid; the message names the problem."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    messages: list[object]
+    stream: bool
+    include_usage: bool
+    max_tokens: int | None
+    system: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer being produced: ids, text pieces and usage."""
+
+    id: str
+    created: int
+    model: str
+    tokens: tuple[str, ...]
+    prompt_tokens: int
+    truncated: bool  # cut by max_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.tokens)
+
+
+class Flavour(Protocol):
+    """One wire format's view of chat requests, answers, streams and errors."""
+
+    name: str
+    overloaded_status: int
+
+    def parse_chat(self, body: object) -> ChatRequest:
+        """Validate a chat request body; raise BadRequest naming the problem."""
+        ...
+
+    def completion(self, reply: Reply) -> JSON:
+        """The non-streaming response body."""
+        ...
+
+    def stream_head(self, reply: Reply) -> list[bytes]:
+        """SSE events before the first content chunk."""
+        ...
+
+    def stream_chunk(self, reply: Reply, text: str) -> bytes:
+        """One content chunk."""
+        ...
+
+    def stream_malformed(self, reply: Reply) -> bytes:
+        """A chunk whose data is not valid JSON."""
+        ...
+
+    def stream_tail(self, reply: Reply, include_usage: bool) -> list[bytes]:
+        """SSE events after the content: finish reason and usage."""
+        ...
+
+    def stream_done(self) -> bytes:
+        """The terminating marker: ``[DONE]`` or ``message_stop``."""
+        ...
+
+    def error(self, status: int, message: str, param: str | None = None) -> JSON:
+        """An error body in this format."""
+        ...
+
+
+def sse(data: object, event: str | None = None) -> bytes:
+    """Frame one server-sent event."""
+    payload = b"data: " + orjson.dumps(data) + b"\n\n"
+    return b"event: " + event.encode() + b"\n" + payload if event else payload
+
+
+def require_messages(body: JSON) -> list[object]:
+    messages = body.get("messages")
+    if messages is None:
+        raise BadRequest("'messages' is required", "messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty list", "messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise BadRequest(
+                f"messages[{index}] must be an object with a string 'role'", "messages"
+            )
+    return messages
+
+
+def require_model(body: JSON) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required and must be a non-empty string", "model")
+    return model
+
+
+def optional_positive_int(body: JSON, key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadRequest(f"'{key}' must be a positive integer", key)
+    return value
+
+
+def optional_bool(body: JSON, key: str) -> bool:
+    value = body.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest(f"'{key}' must be a boolean", key)
+    return value
