@@ -50,7 +50,11 @@ async def serve(settings: MockSettings, host: str, port: int, access_log: bool) 
     runner = web.AppRunner(app, handler_cancellation=True, access_log=log if access_log else None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SystemExit(f"mock-provider: cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = runner.addresses[0]
     print(
         f"mock-provider {settings.name!r} listening on http://{bound[0]}:{bound[1]}",

@@ -1,0 +1,110 @@
+"""``make run``: the local stack in the foreground, stopped as one by Ctrl-C.
+
+Starts mock provider "openai" on :8001 and mock provider "anthropic" on :8002
+(the sidecar joins once the proxy exists). On SIGINT/SIGTERM, or when any
+process dies, every process it started is terminated (then killed after a
+grace period), so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    argv: tuple[str, ...]
+
+
+def services(openai_port: int, anthropic_port: int, chunk_ms: int) -> list[Service]:
+    mock = (sys.executable, "-m", "mock_provider", "--chunk-ms", str(chunk_ms))
+    return [
+        Service("mock-openai", (*mock, "--port", str(openai_port), "--name", "openai")),
+        Service("mock-anthropic", (*mock, "--port", str(anthropic_port), "--name", "anthropic")),
+    ]
+
+
+class StopRequested(Exception):
+    """Raised by the signal handler to end the wait for children."""
+
+
+def _request_stop(signum: int, _frame: FrameType | None) -> None:
+    raise StopRequested(signal.Signals(signum).name)
+
+
+class Stack:
+    """A group of child processes that live and die together."""
+
+    def __init__(self, wanted: Sequence[Service]) -> None:
+        self._wanted = wanted
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        for service in self._wanted:
+            child = subprocess.Popen(service.argv)
+            self._children[service.name] = child
+            print(f"devstack: started {service.name} (pid {child.pid})", flush=True)
+
+    def wait(self) -> int:
+        """Block until a signal asks us to stop (0) or any child exits (its code, or 1)."""
+        try:
+            pid, status = os.wait()
+        except StopRequested as stop:
+            print(f"devstack: {stop}; stopping", flush=True)
+            return 0
+        name = next((n for n, c in self._children.items() if c.pid == pid), str(pid))
+        code = os.waitstatus_to_exitcode(status)
+        for child in self._children.values():
+            if child.pid == pid:
+                child.returncode = code
+        print(f"devstack: {name} exited with {code}; stopping the rest", flush=True)
+        return code or 1
+
+    def stop(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for child in self._children.values():
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + GRACE_SECONDS
+        for name, child in self._children.items():
+            try:
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"devstack: {name} ignored SIGTERM; killing it", flush=True)
+                child.kill()
+                child.wait()
+        print("devstack: all processes stopped", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="devstack", description=__doc__)
+    parser.add_argument("--openai-port", type=int, default=8001)
+    parser.add_argument("--anthropic-port", type=int, default=8002)
+    parser.add_argument("--chunk-ms", type=int, default=40, help="mock streaming pace")
+    args = parser.parse_args(argv)
+    stack = Stack(services(args.openai_port, args.anthropic_port, args.chunk_ms))
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
+    code = 0
+    try:
+        stack.start()
+        code = stack.wait()
+    finally:
+        stack.stop()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
