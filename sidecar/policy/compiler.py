@@ -1,0 +1,329 @@
+"""Merging validated documents into one PolicySet: cross-field checks, then compilation.
+
+Order: every file is schema-checked on its own; upstreams and routes are merged
+(upstream names unique across files; ``defaults`` in at most one file; routes in
+file order); each route is deep-merged over ``defaults``; cross-field checks
+run; the result is compiled into the frozen objects of ``sidecar.policy.model``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
+
+from sidecar.policy.errors import Issue, Path, PolicyError
+from sidecar.policy.model import (
+    Auth,
+    Backoff,
+    Breaker,
+    BreakerKey,
+    Budget,
+    Jitter,
+    Match,
+    PolicySet,
+    Retry,
+    RetryAfter,
+    RetryCondition,
+    Route,
+    Secret,
+    Target,
+    Timeouts,
+    Upstream,
+    Validation,
+    Window,
+    WireFormat,
+)
+from sidecar.policy.source import Document
+from sidecar.policy.units import format_duration, parse_duration, parse_ratio, parse_size
+
+Tree = dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class _RouteSource:
+    document: Document
+    index: int
+    tree: Tree  # the route's own keys, before defaults
+
+
+class _Checker:
+    """Collects issues, locating a merged value where it was written."""
+
+    def __init__(self, defaults: tuple[Document, Tree] | None) -> None:
+        self.issues: list[Issue] = []
+        self._defaults = defaults
+
+    def at(self, source: _RouteSource, subpath: Path, message: str) -> None:
+        if _has(source.tree, subpath) or self._defaults is None:
+            self.issues.append(source.document.issue(("routes", source.index, *subpath), message))
+        elif _has(self._defaults[1], subpath):
+            self.issues.append(self._defaults[0].issue(("defaults", *subpath), message))
+        else:
+            self.issues.append(source.document.issue(("routes", source.index), message))
+
+
+def compile_policy(documents: list[Document], content_hash: str) -> PolicySet:
+    """Merge schema-valid *documents* into a PolicySet or raise PolicyError with every issue."""
+    issues: list[Issue] = []
+    upstreams: dict[str, Upstream] = {}
+    upstream_files: dict[str, str] = {}
+    defaults: tuple[Document, Tree] | None = None
+    routes: list[_RouteSource] = []
+    for document in documents:
+        data = cast(Tree, document.data)
+        for name, spec in cast(Tree, data.get("upstreams", {})).items():
+            if name in upstreams:
+                first = upstream_files[name]
+                issues.append(
+                    document.issue(("upstreams", name), f"upstream already defined in {first}")
+                )
+                continue
+            upstreams[name] = _upstream(name, cast(Tree, spec))
+            upstream_files[name] = document.file
+        if "defaults" in data:
+            if defaults is not None:
+                message = f"defaults already defined in {defaults[0].file}"
+                issues.append(document.issue(("defaults",), message))
+            else:
+                defaults = (document, cast(Tree, data["defaults"]))
+        for index, tree in enumerate(cast(list[Tree], data.get("routes", []))):
+            routes.append(_RouteSource(document, index, tree))
+    checker = _Checker(defaults)
+    checker.issues.extend(issues)
+    if not routes:
+        files = ", ".join(document.file for document in documents)
+        checker.issues.append(Issue(files, 0, 0, (), "no routes defined"))
+    compiled: list[Route] = []
+    names: dict[str, _RouteSource] = {}
+    for source in routes:
+        name = cast(str, source.tree["name"])
+        if name in names:
+            other = names[name]
+            checker.at(
+                source, ("name",), f"route name {name!r} already used in {other.document.file}"
+            )
+            continue
+        names[name] = source
+        route = _route(
+            _merge(defaults[1] if defaults else {}, source.tree), upstreams, source, checker
+        )
+        if route is not None:
+            for earlier in compiled:
+                if earlier.match == route.match:
+                    checker.at(
+                        source,
+                        ("match",),
+                        f"never matches: route {earlier.name!r} before it has the same match",
+                    )
+            compiled.append(route)
+    if checker.issues:
+        raise PolicyError(sorted(checker.issues, key=lambda i: (i.file, i.line, i.column)))
+    loaded = tuple(document.file for document in documents)
+    return PolicySet(content_hash, loaded, upstreams, tuple(compiled))
+
+
+def _route(
+    tree: Tree, upstreams: Mapping[str, Upstream], source: _RouteSource, checker: _Checker
+) -> Route | None:
+    before = len(checker.issues)
+    deadline = _seconds(tree, "deadline", 60.0)
+    timeouts = _timeouts(cast(Tree, tree.get("timeouts", {})))
+    retry = _retry(cast(Tree, tree.get("retry", {})))
+    breaker = _breaker(cast(Tree, tree.get("breaker", {})), source, checker)
+    limits = (
+        (("timeouts", "first_byte"), timeouts.first_byte),
+        (("timeouts", "connect"), timeouts.connect),
+        (("retry", "retry_after", "max_wait"), retry.retry_after.max_wait),
+    )
+    for where, value in limits:
+        if value is not None and value > deadline:
+            checker.at(
+                source,
+                where,
+                f"{where[-1]} ({format_duration(value)}) is longer than the deadline "
+                f"({format_duration(deadline)}); it could never fire",
+            )
+    if retry.backoff.base > retry.backoff.max:
+        checker.at(
+            source,
+            ("retry", "backoff", "base"),
+            f"backoff base ({format_duration(retry.backoff.base)}) is larger than max "
+            f"({format_duration(retry.backoff.max)})",
+        )
+    targets = []
+    raw_targets = cast(list[Tree], tree.get("fallback", []))
+    if not raw_targets:
+        checker.at(source, (), "no fallback targets: set fallback here or in defaults")
+    for position, raw in enumerate(raw_targets):
+        name = cast(str, raw["upstream"])
+        upstream = upstreams.get(name)
+        if upstream is None:
+            known = sorted(upstreams)
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            checker.at(
+                source,
+                ("fallback", position, "upstream"),
+                f"unknown upstream {name!r}{hint}; defined: {', '.join(known) or 'none'}",
+            )
+            continue
+        if "model" in raw and "model_map" in raw:
+            checker.at(source, ("fallback", position), "set either model or model_map, not both")
+        model_map = cast(Tree, raw.get("model_map", {}))
+        targets.append(
+            Target(
+                upstream,
+                cast(str | None, raw.get("model")),
+                tuple((pattern, cast(str, model)) for pattern, model in model_map.items()),
+            )
+        )
+    if len(checker.issues) != before:
+        return None
+    validate = cast(Tree, tree.get("validate", {}))
+    return Route(
+        name=cast(str, tree["name"]),
+        match=_match(cast(Tree, tree["match"])),
+        fallback=tuple(targets),
+        validate=Validation(
+            max_body=parse_size(cast(str | int, validate.get("max_body", "1MiB"))),
+            max_prompt_tokens=cast(int | None, validate.get("max_prompt_tokens")),
+        ),
+        deadline=deadline,
+        timeouts=timeouts,
+        retry=retry,
+        breaker=breaker,
+    )
+
+
+def _upstream(name: str, spec: Tree) -> Upstream:
+    auth = cast(Tree | None, spec.get("auth"))
+    pool = cast(Tree, spec.get("pool", {}))
+    capabilities = cast(Tree, spec.get("capabilities", {}))
+    return Upstream(
+        name=name,
+        url=cast(str, spec["url"]).rstrip("/"),
+        format=cast(WireFormat, spec["format"]),
+        auth=Auth(cast(str, auth["header"]), Secret(cast(str, auth["value"]))) if auth else None,
+        connect_timeout=_seconds(spec, "connect_timeout", 2.0),
+        max_connections=cast(int, pool.get("max_connections", 256)),
+        prefill=cast(bool, capabilities.get("prefill", False)),
+        tools=cast(bool, capabilities.get("tools", True)),
+    )
+
+
+def _match(spec: Tree) -> Match:
+    methods = cast(list[str] | None, spec.get("methods"))
+    header = cast(Tree | None, spec.get("header"))
+    prefix = "prefix" in spec
+    return Match(
+        path=cast(str, spec["prefix" if prefix else "path"]),
+        prefix=prefix,
+        methods=frozenset(methods) if methods else None,
+        model=cast(str | None, spec.get("model")),
+        header=(cast(str, header["name"]).lower(), cast(str, header["value"])) if header else None,
+    )
+
+
+def _timeouts(spec: Tree) -> Timeouts:
+    connect = spec.get("connect")
+    return Timeouts(
+        connect=parse_duration(cast(str, connect)) if connect is not None else None,
+        first_byte=_seconds(spec, "first_byte", 30.0),
+        idle=_seconds(spec, "idle", 30.0),
+    )
+
+
+def _retry(spec: Tree) -> Retry:
+    backoff = cast(Tree, spec.get("backoff", {}))
+    after = cast(Tree, spec.get("retry_after", {}))
+    budget = cast(Tree, spec.get("budget", {}))
+    defaults = Retry()
+    on = spec.get("on")
+    return Retry(
+        attempts=cast(int, spec.get("attempts", defaults.attempts)),
+        on=frozenset(cast(list[RetryCondition], on)) if on is not None else defaults.on,
+        backoff=Backoff(
+            base=_seconds(backoff, "base", 0.25),
+            max=_seconds(backoff, "max", 4.0),
+            multiplier=float(cast(float, backoff.get("multiplier", 2.0))),
+            jitter=cast(Jitter, backoff.get("jitter", "full")),
+        ),
+        retry_after=RetryAfter(
+            honor=cast(bool, after.get("honor", True)),
+            max_wait=_seconds(after, "max_wait", 5.0),
+        ),
+        budget=Budget(
+            ratio=parse_ratio(cast(str | float, budget.get("ratio", 0.2))),
+            min_per_second=float(cast(float, budget.get("min_per_second", 5.0))),
+        ),
+    )
+
+
+def _breaker(spec: Tree, source: _RouteSource, checker: _Checker) -> Breaker:
+    window_spec = cast(Tree | None, spec.get("window"))
+    window = None
+    if window_spec is not None:
+        window = Window(
+            size=parse_duration(cast(str, window_spec["size"])),
+            min_calls=cast(int, window_spec["min_calls"]),
+            failure_rate=parse_ratio(cast(str | float, window_spec["failure_rate"])),
+        )
+        if "consecutive_failures" in spec:
+            checker.at(
+                source,
+                ("breaker", "window"),
+                "set either consecutive_failures or window, not both",
+            )
+        if window.failure_rate <= 0:
+            checker.at(source, ("breaker", "window", "failure_rate"), "failure_rate must be > 0%")
+        if window.min_calls < 2:
+            checker.at(
+                source,
+                ("breaker", "window", "min_calls"),
+                "min_calls below 2 would open the breaker on a single failure; "
+                "use consecutive_failures: 1 for that",
+            )
+    half_open = cast(Tree, spec.get("half_open", {}))
+    return Breaker(
+        enabled=cast(bool, spec.get("enabled", True)),
+        consecutive_failures=None
+        if window is not None
+        else cast(int, spec.get("consecutive_failures", 5)),
+        window=window,
+        open_for=_seconds(spec, "open_for", 30.0),
+        half_open_probes=cast(int, half_open.get("probes", 1)),
+        key=cast(BreakerKey, spec.get("key", "upstream")),
+    )
+
+
+def _seconds(spec: Tree, key: str, default: float) -> float:
+    value = spec.get(key)
+    return parse_duration(cast(str, value)) if value is not None else default
+
+
+def _merge(base: Tree, override: Tree) -> Tree:
+    """Deep merge: mappings merge key by key, anything else in *override* replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        current = merged.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            merged[key] = _merge(cast(Tree, current), cast(Tree, value))
+        else:
+            merged[key] = value
+    return merged
+
+
+def _has(tree: Tree, path: Path) -> bool:
+    node: object = tree
+    for part in path:
+        if isinstance(node, dict):
+            if part not in node:
+                return False
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return False
+    return True

@@ -1,0 +1,163 @@
+"""Reading policy files: YAML with positions, duplicate-key checks, and ``${ENV}`` interpolation.
+
+Every value read keeps the line and column it came from, so later stages
+(schema, cross-field checks) can report ``file:line:col: path: message``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Final
+
+import yaml
+
+from sidecar.policy.errors import Issue, Path, PolicyError
+
+_REFERENCE: Final = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_BROKEN: Final = re.compile(r"\$\{(?![A-Za-z_][A-Za-z0-9_]*(?::-.*?)?\})")
+SUFFIXES: Final = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One parsed policy file: plain data plus where each value came from."""
+
+    file: str
+    data: object
+    marks: Mapping[Path, tuple[int, int]] = field(repr=False)
+
+    def issue(self, path: Path, message: str) -> Issue:
+        """An Issue at *path*, or at its nearest ancestor that has a position."""
+        probe = path
+        while probe not in self.marks and probe:
+            probe = probe[:-1]
+        line, column = self.marks.get(probe, (0, 0))
+        return Issue(self.file, line, column, path, message)
+
+
+def policy_files(directory: FsPath) -> list[FsPath]:
+    """The ``*.yaml`` / ``*.yml`` files of *directory*, sorted; hidden ones (``..data``) skipped."""
+    if not directory.is_dir():
+        raise PolicyError([Issue(str(directory), 0, 0, (), "not a directory")])
+    return sorted(
+        entry
+        for entry in directory.iterdir()
+        if entry.suffix in SUFFIXES and not entry.name.startswith(".") and entry.is_file()
+    )
+
+
+def read_files(directory: FsPath) -> list[tuple[str, bytes]]:
+    """(display name, bytes) of every policy file, following symlinks (Kubernetes ``..data``)."""
+    files = []
+    for entry in policy_files(directory):
+        try:
+            files.append((str(entry), entry.read_bytes()))
+        except OSError as exc:  # swapped away between listing and reading
+            raise PolicyError(
+                [Issue(str(entry), 0, 0, (), f"cannot read: {exc.strerror}")]
+            ) from None
+    if not files:
+        raise PolicyError([Issue(str(directory), 0, 0, (), "no *.yaml policy files found")])
+    return files
+
+
+def content_hash(files: list[tuple[str, bytes]]) -> str:
+    """A short hash of names and contents; equal hashes mean nothing changed."""
+    digest = hashlib.sha256()
+    for name, raw in files:
+        digest.update(FsPath(name).name.encode() + b"\0" + raw + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def parse(file: str, raw: bytes, environ: Mapping[str, str]) -> Document:
+    """Parse one YAML file into a Document, interpolating ``${VAR}`` / ``${VAR:-default}``."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError([Issue(file, 0, 0, (), f"not UTF-8: {exc.reason}")]) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise PolicyError([Issue(file, line, column, (), f"invalid YAML: {exc.problem}")]) from None
+    finally:
+        loader.dispose()
+    if node is None:
+        return Document(file, {}, {})
+    builder = _Builder(file, environ)
+    data = builder.build(node, ())
+    if builder.issues:
+        raise PolicyError(builder.issues)
+    return Document(file, data, builder.marks)
+
+
+class _Builder:
+    """Walks a composed YAML node tree into plain data, recording positions."""
+
+    def __init__(self, file: str, environ: Mapping[str, str]) -> None:
+        self.file = file
+        self.environ = environ
+        self.marks: dict[Path, tuple[int, int]] = {}
+        self.issues: list[Issue] = []
+        self._constructor = yaml.SafeLoader("")
+
+    def build(self, node: yaml.Node, path: Path) -> object:
+        self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            result: dict[str, object] = {}
+            for key_node, value_node in node.value:
+                # Keys are always text: YAML 1.1 would read `on:` as the boolean true.
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self._issue(key_node, path, "keys must be plain strings")
+                    continue
+                key = str(key_node.value)
+                if key in result:
+                    self._issue(key_node, (*path, key), "duplicate key")
+                    continue
+                result[key] = self.build(value_node, (*path, key))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
+        value = self._constructor.construct_object(node)
+        if isinstance(value, str) and "$" in value:
+            return self._interpolate(node, value, path)
+        return value
+
+    def _interpolate(self, node: yaml.ScalarNode, value: str, path: Path) -> object:
+        if _BROKEN.search(value.replace("$$", "")):
+            self._issue(node, path, f"malformed ${{...}} reference in {value!r}")
+            return value
+        missing: list[str] = []
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            found = self.environ.get(name)
+            if found is not None and (found or default is None):
+                return found
+            if default is not None:
+                return default
+            missing.append(name)
+            return ""
+
+        result = _REFERENCE.sub(substitute, value)
+        for name in missing:
+            self._issue(node, path, f"environment variable {name} is not set (and has no default)")
+        if node.style is None:  # plain scalar: `attempts: ${N:-3}` becomes the int 3
+            tag = self._constructor.resolve(  # type: ignore[no-untyped-call]
+                yaml.ScalarNode, result, (True, False)
+            )
+            return self._constructor.construct_object(yaml.ScalarNode(tag, result))
+        return result
+
+    def _issue(self, node: yaml.Node, path: Path, message: str) -> None:
+        mark = node.start_mark
+        self.issues.append(Issue(self.file, mark.line + 1, mark.column + 1, path, message))

@@ -1,0 +1,93 @@
+"""`make run`'s supervisor: starts both mocks, and Ctrl-C stops every process it started."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+
+def _read_until(stream: object, pattern: str, count: int) -> list[str]:
+    """Read lines until *count* lines match; the per-test timeout bounds the wait."""
+    assert hasattr(stream, "readline")
+    found: list[str] = []
+    while len(found) < count:
+        line = stream.readline()
+        if not line:
+            raise AssertionError(f"stream closed after {found}")
+        if re.search(pattern, line):
+            found.append(line)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def devstack() -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.devstack", "--openai-port", "0", "--anthropic-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    assert process.stdout is not None
+    process.stdout.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stack_starts_both_mocks_and_stops_them_all(
+    devstack: subprocess.Popen[str], signum: signal.Signals
+) -> None:
+    assert devstack.stdout is not None
+    lines = _read_until(devstack.stdout, r"started|listening on", 4)
+    pids = [int(m) for line in lines for m in re.findall(r"pid (\d+)", line)]
+    urls = [m for line in lines for m in re.findall(r"http://[\d.]+:\d+", line)]
+    assert len(pids) == 2
+    assert len(urls) == 2
+    names = set()
+    for url in urls:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+            names.add(response.headers["x-mock-name"])
+    assert names == {"openai", "anthropic"}
+
+    devstack.send_signal(signum)
+    assert devstack.wait(timeout=15) == 0
+    for pid in pids:
+        assert not _alive(pid), f"child {pid} left running"
+
+
+@pytest.mark.timeout(30)
+def test_stack_stops_everything_when_one_process_dies(devstack: subprocess.Popen[str]) -> None:
+    assert devstack.stdout is not None
+    lines = _read_until(devstack.stdout, r"started|listening on", 4)
+    pids = [int(m) for line in lines for m in re.findall(r"pid (\d+)", line)]
+    os.kill(pids[0], signal.SIGKILL)
+    assert devstack.wait(timeout=15) != 0
+    assert not _alive(pids[1])
+
+
+def test_sidecar_cli_entry_points() -> None:
+    bindir = os.path.dirname(sys.executable)
+    for argv in (
+        [sys.executable, "-m", "sidecar", "--version"],
+        [os.path.join(bindir, "sidecar"), "--version"],
+    ):
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+        assert result.stdout.startswith("sidecar ")
