@@ -1,0 +1,58 @@
+"""Health, readiness and the admin view of the policy (secrets redacted)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+from aiohttp import web
+
+from sidecar.policy.explain import policy_json
+from sidecar.proxy import STORE
+
+
+def _json(body: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: the process serves."""
+    return _json({"status": "healthy"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: 200 once a policy is loaded, 503 with a reason otherwise."""
+    store = request.app[STORE]
+    if store.active is None:
+        return _json({"status": "not ready", "reason": "no valid policy loaded"}, 503)
+    return _json({"status": "ready", "policy": store.active.hash})
+
+
+async def policy(request: web.Request) -> web.Response:
+    """Active hash, loaded-at, last reload error, and the effective policy."""
+    store = request.app[STORE]
+    error = store.last_error
+    return _json(
+        {
+            "directory": str(store.directory),
+            "hash": store.active.hash if store.active else None,
+            "loaded_at": _iso(store.loaded_at),
+            "reloads": store.counts,
+            "last_error": {"hash": error.hash, "at": _iso(error.at), "errors": error.errors}
+            if error
+            else None,
+            "policy": policy_json(store.active) if store.active else None,
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/admin/policy", policy)

@@ -1,0 +1,73 @@
+"""``create_app(config)``: the sidecar's aiohttp application."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from sidecar import admin, proxy
+from sidecar.errors import SidecarError, client_format, error_response
+from sidecar.policy.store import PolicyStore
+from sidecar.policy.watcher import PolicyWatcher
+from sidecar.proxy import STORE, request_id
+from sidecar.upstream import SESSION, make_session
+
+log = logging.getLogger("sidecar")
+DEFAULT_PORT: Final = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarConfig:
+    policies: Path = Path("policies")
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    poll_interval: float = 10.0  # safety-net hash poll of the policy directory
+    watch: bool = True
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        if self.poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The one place where exceptions become HTTP responses."""
+    try:
+        return await handler(request)
+    except SidecarError as error:
+        return error_response(error, client_format(request), request_id(request))
+
+
+def create_app(config: SidecarConfig) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=proxy.HARD_BODY_LIMIT)
+    store = PolicyStore(config.policies, config.environ)
+    app[STORE] = store
+    admin.add_routes(app)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        result = store.reload("startup")
+        if result.outcome == "refused":
+            log.error("starting without a policy: every request gets 503 until it is fixed")
+        app[SESSION] = make_session()
+        watcher = PolicyWatcher(store, config.poll_interval) if config.watch else None
+        if watcher:
+            watcher.start()
+        yield
+        if watcher:
+            await watcher.stop()
+        await app[SESSION].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,101 @@
+"""Errors the client sees, and the one place that turns them into responses.
+
+Every body is in the client's wire format (OpenAI or Anthropic) and carries the
+request id; the status says what happened (see docs/policy.md).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import orjson
+from aiohttp import web
+
+ClientFormat = Literal["openai", "anthropic"]
+
+_ANTHROPIC_TYPES: Final = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+class SidecarError(Exception):
+    """An error answered by the sidecar itself, with a stable code."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(SidecarError):
+    status, type, code = 400, "invalid_request_error", "invalid_request"
+
+
+class NoRoute(SidecarError):
+    status, type, code = 404, "invalid_request_error", "no_route"
+
+
+class BodyTooLarge(SidecarError):
+    status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class NotReady(SidecarError):
+    status, type, code = 503, "server_error", "no_policy_loaded"
+
+
+class UpstreamUnavailable(SidecarError):
+    status, type, code = 502, "server_error", "upstream_error"
+
+
+def client_format(request: web.BaseRequest) -> ClientFormat:
+    """The wire format the client speaks: Anthropic on /v1/messages or with anthropic-version."""
+    if request.path.startswith("/v1/messages") or "anthropic-version" in request.headers:
+        return "anthropic"
+    return "openai"
+
+
+def error_body(error: SidecarError, fmt: ClientFormat, request_id: str) -> bytes:
+    if fmt == "anthropic":
+        kind = _ANTHROPIC_TYPES.get(error.status, "api_error")
+        return orjson.dumps(
+            {
+                "type": "error",
+                "error": {"type": kind, "message": error.message},
+                "request_id": request_id,
+            }
+        )
+    return orjson.dumps(
+        {
+            "error": {
+                "message": error.message,
+                "type": error.type,
+                "code": error.code,
+                "param": error.param,
+            },
+            "request_id": request_id,
+        }
+    )
+
+
+def error_response(error: SidecarError, fmt: ClientFormat, request_id: str) -> web.Response:
+    response = web.Response(
+        body=error_body(error, fmt, request_id),
+        status=error.status,
+        content_type="application/json",
+    )
+    response.headers["x-request-id"] = request_id
+    return response

@@ -1,0 +1,57 @@
+"""Header hygiene: hop-by-hop headers stripped both ways, upstream auth set from the policy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from sidecar.policy.model import Upstream
+
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Set by the sidecar or its HTTP client, never copied from the other side.
+_NOT_FORWARDED: Final = frozenset({"host", "content-length", "accept-encoding"})
+_NOT_RETURNED: Final = frozenset({"content-length", "content-encoding", "server", "date"})
+CREDENTIALS: Final = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+
+
+def _connection_listed(headers: Mapping[str, str]) -> set[str]:
+    value = headers.get("connection", "")
+    return {token.strip().lower() for token in value.split(",") if token.strip()}
+
+
+def upstream_headers(
+    incoming: CIMultiDictProxy[str], upstream: Upstream, request_id: str
+) -> CIMultiDict[str]:
+    """Headers for an upstream attempt: the client's, minus hop-by-hop and foreign credentials."""
+    drop = HOP_BY_HOP | _NOT_FORWARDED | _connection_listed(incoming)
+    if upstream.auth is not None:
+        drop |= set(CREDENTIALS)
+    out: CIMultiDict[str] = CIMultiDict(
+        (key, value) for key, value in incoming.items() if key.lower() not in drop
+    )
+    if upstream.auth is not None:
+        out[upstream.auth.header] = upstream.auth.value.reveal()
+    out["x-request-id"] = request_id
+    return out
+
+
+def client_headers(upstream_response: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Headers for the client: the upstream's, minus hop-by-hop and framing ones."""
+    drop = HOP_BY_HOP | _NOT_RETURNED | _connection_listed(upstream_response)
+    return CIMultiDict(
+        (key, value) for key, value in upstream_response.items() if key.lower() not in drop
+    )

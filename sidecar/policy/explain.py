@@ -1,0 +1,195 @@
+"""The effective policy, for people: JSON for ``/admin/policy``, text for ``sidecar explain``.
+
+Every value shown is the effective one (defaults filled in); secrets are
+redacted, and so is any password in an upstream URL.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from sidecar.policy.model import REDACTED, Breaker, PolicySet, Retry, Route, Target, Upstream
+from sidecar.policy.units import format_duration as dur
+
+JSON = dict[str, object]
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:{REDACTED}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def upstream_json(upstream: Upstream) -> JSON:
+    return {
+        "url": redact_url(upstream.url),
+        "format": upstream.format,
+        "auth": {"header": upstream.auth.header, "value": REDACTED} if upstream.auth else None,
+        "connect_timeout": dur(upstream.connect_timeout),
+        "pool": {"max_connections": upstream.max_connections},
+        "capabilities": {"prefill": upstream.prefill, "tools": upstream.tools},
+    }
+
+
+def route_json(route: Route) -> JSON:
+    match = route.match
+    return {
+        "name": route.name,
+        "match": {
+            "prefix" if match.prefix else "path": match.path,
+            "methods": sorted(match.methods) if match.methods else "any",
+            "model": match.model,
+            "header": {"name": match.header[0], "value": match.header[1]} if match.header else None,
+        },
+        "validate": {
+            "max_body": route.validate.max_body,
+            "max_prompt_tokens": route.validate.max_prompt_tokens,
+        },
+        "deadline": dur(route.deadline),
+        "timeouts": {
+            "connect": dur(route.timeouts.connect)
+            if route.timeouts.connect is not None
+            else "per upstream",
+            "first_byte": dur(route.timeouts.first_byte),
+            "idle": dur(route.timeouts.idle),
+        },
+        "retry": _retry_json(route.retry),
+        "breaker": _breaker_json(route.breaker),
+        "fallback": [_target_json(target) for target in route.fallback],
+    }
+
+
+def policy_json(policy: PolicySet) -> JSON:
+    return {
+        "hash": policy.hash,
+        "files": list(policy.files),
+        "upstreams": {name: upstream_json(up) for name, up in policy.upstreams.items()},
+        "routes": [route_json(route) for route in policy.routes],
+    }
+
+
+def explain(policy: PolicySet) -> str:
+    """Per route, the pipeline in execution order with every effective value."""
+    lines = [f"policy {policy.hash} from {', '.join(policy.files)}", ""]
+    for number, route in enumerate(policy.routes, start=1):
+        match = route.match
+        methods = ",".join(sorted(match.methods)) if match.methods else "any method"
+        where = f"{'prefix ' if match.prefix else ''}{match.path} ({methods}"
+        if match.model:
+            where += f", model {match.model}"
+        if match.header:
+            where += f", header {match.header[0]}: {match.header[1]}"
+        lines.append(f"route {number} {route.name!r}: {where})")
+        tokens = route.validate.max_prompt_tokens
+        lines.append(
+            f"  1. validate   body <= {route.validate.max_body} bytes"
+            + (f", prompt <= {tokens} tokens (chars/4)" if tokens else "")
+        )
+        lines.append(f"  2. deadline   {dur(route.deadline)} for the whole chain")
+        lines.append(f"  3. fallback   {len(route.fallback)} target(s), in order:")
+        for index, target in enumerate(route.fallback, start=1):
+            lines.extend(_target_lines(route, index, target))
+        lines.append("")
+    lines.append("No route matches → 404 in the client's wire format, no upstream call.")
+    return "\n".join(lines)
+
+
+def _target_lines(route: Route, index: int, target: Target) -> list[str]:
+    up = target.upstream
+    retry, breaker, timeouts = route.retry, route.breaker, route.timeouts
+    model = _model_text(target)
+    on = ", ".join(sorted(str(condition) for condition in retry.on))
+    backoff = retry.backoff
+    after = retry.retry_after
+    connect = timeouts.connect if timeouts.connect is not None else up.connect_timeout
+    return [
+        f"     {index}) {up.name} ({up.format}, {redact_url(up.url)}){model}",
+        f"        retry      {retry.attempts} attempt(s) on {on}",
+        f"                   backoff {dur(backoff.base)} x{backoff.multiplier:g} up to "
+        f"{dur(backoff.max)}, jitter {backoff.jitter}",
+        "                   Retry-After "
+        + (f"honored up to {dur(after.max_wait)}" if after.honor else "ignored"),
+        f"                   budget {retry.budget.ratio:.0%} of requests, "
+        f"min {retry.budget.min_per_second:g}/s",
+        f"        breaker    {_breaker_text(breaker)}",
+        f"        timeouts   connect {dur(connect)}, first byte {dur(timeouts.first_byte)}, "
+        f"idle {dur(timeouts.idle)}",
+        f"        auth       {up.auth.header}: {REDACTED}"
+        if up.auth
+        else "        auth       none (client's credentials pass through)",
+    ]
+
+
+def _model_text(target: Target) -> str:
+    if target.model:
+        return f", model → {target.model}"
+    if target.model_map:
+        pairs = ", ".join(f"{pattern} → {model}" for pattern, model in target.model_map)
+        return f", model map: {pairs}"
+    return ""
+
+
+def _breaker_text(breaker: Breaker) -> str:
+    if not breaker.enabled:
+        return "off"
+    if breaker.window is not None:
+        window = breaker.window
+        trip = (
+            f"opens at {window.failure_rate:.0%} failures over {dur(window.size)} "
+            f"(min {window.min_calls} calls)"
+        )
+    else:
+        trip = f"opens after {breaker.consecutive_failures} consecutive failures"
+    return (
+        f"per {breaker.key.replace('_', '+')}: {trip}, open {dur(breaker.open_for)}, "
+        f"{breaker.half_open_probes} half-open probe(s)"
+    )
+
+
+def _retry_json(retry: Retry) -> JSON:
+    return {
+        "attempts": retry.attempts,
+        "on": sorted(str(condition) for condition in retry.on),
+        "backoff": {
+            "base": dur(retry.backoff.base),
+            "max": dur(retry.backoff.max),
+            "multiplier": retry.backoff.multiplier,
+            "jitter": retry.backoff.jitter,
+        },
+        "retry_after": {
+            "honor": retry.retry_after.honor,
+            "max_wait": dur(retry.retry_after.max_wait),
+        },
+        "budget": {"ratio": retry.budget.ratio, "min_per_second": retry.budget.min_per_second},
+    }
+
+
+def _breaker_json(breaker: Breaker) -> JSON:
+    window = breaker.window
+    return {
+        "enabled": breaker.enabled,
+        "consecutive_failures": breaker.consecutive_failures,
+        "window": {
+            "size": dur(window.size),
+            "min_calls": window.min_calls,
+            "failure_rate": window.failure_rate,
+        }
+        if window
+        else None,
+        "open_for": dur(breaker.open_for),
+        "half_open": {"probes": breaker.half_open_probes},
+        "key": breaker.key,
+    }
+
+
+def _target_json(target: Target) -> JSON:
+    return {
+        "upstream": target.upstream.name,
+        "model": target.model,
+        "model_map": dict(target.model_map) or None,
+    }

@@ -1,0 +1,100 @@
+"""The active policy: one reference, swapped atomically; the last good one kept on error.
+
+Theory of operation: ``reload()`` reads every file, hashes the bytes, and does
+nothing when the hash equals the active one (or the last refused one). A new
+hash is loaded and compiled in full; on success the reference is swapped in
+one assignment (requests already running hold the object they started with),
+on failure the previous policy keeps serving and the error is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sidecar.policy.errors import PolicyError
+from sidecar.policy.loader import load_files
+from sidecar.policy.model import PolicySet
+from sidecar.policy.source import content_hash, read_files
+
+log = logging.getLogger("sidecar.policy")
+ReloadOutcome = Literal["loaded", "unchanged", "refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadError:
+    hash: str | None
+    at: float  # unix time
+    errors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    outcome: ReloadOutcome
+    hash: str | None
+    errors: tuple[str, ...] = ()
+
+
+class PolicyStore:
+    """Holds the active PolicySet and the reload status shown by ``/admin/policy``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        environ: Mapping[str, str],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.directory = directory
+        self._environ = environ
+        self._wall_clock = wall_clock
+        self._active: PolicySet | None = None
+        self.loaded_at: float | None = None
+        self.last_error: ReloadError | None = None
+        self.counts: dict[ReloadOutcome, int] = {"loaded": 0, "unchanged": 0, "refused": 0}
+        self._listeners: list[Callable[[PolicySet], None]] = []
+
+    @property
+    def active(self) -> PolicySet | None:
+        return self._active
+
+    def on_swap(self, listener: Callable[[PolicySet], None]) -> None:
+        """Call *listener* with each newly activated policy (after the swap)."""
+        self._listeners.append(listener)
+
+    def reload(self, reason: str = "request") -> ReloadResult:
+        """Re-read the directory; swap in the new policy if it changed and is valid."""
+        digest: str | None = None
+        try:
+            files = read_files(self.directory)
+            digest = content_hash(files)
+            if self._active is not None and digest == self._active.hash:
+                return self._count(ReloadResult("unchanged", digest))
+            if self.last_error is not None and digest == self.last_error.hash:
+                return self._count(ReloadResult("unchanged", digest, self.last_error.errors))
+            policy = load_files(files, digest, self._environ)
+        except PolicyError as error:
+            errors = tuple(str(issue) for issue in error.issues)
+            self.last_error = ReloadError(digest, self._wall_clock(), errors)
+            log.error(
+                "policy reload refused (%s): %d error(s); keeping %s\n%s",
+                reason,
+                len(errors),
+                self._active.hash if self._active else "no policy",
+                "\n".join(errors),
+            )
+            return self._count(ReloadResult("refused", digest, errors))
+        self._active = policy
+        self.loaded_at = self._wall_clock()
+        self.last_error = None
+        log.info("policy %s loaded (%s) from %d file(s)", digest, reason, len(policy.files))
+        for listener in self._listeners:
+            listener(policy)
+        return self._count(ReloadResult("loaded", digest))
+
+    def _count(self, result: ReloadResult) -> ReloadResult:
+        self.counts[result.outcome] += 1
+        return result

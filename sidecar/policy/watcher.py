@@ -1,0 +1,73 @@
+"""Hot reload: watch the policy directory (not single files) and poll its hash as a safety net.
+
+Kubernetes updates a ConfigMap volume by writing a new timestamped directory
+and renaming a ``..data`` symlink over the old one; a watch on one file goes
+blind after the first swap. So the whole directory is watched recursively, any
+event triggers a full re-read, and the store's content hash decides whether
+anything changed. A slow periodic poll catches filesystems without events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from watchfiles import awatch
+
+from sidecar.policy.store import PolicyStore
+
+log = logging.getLogger("sidecar.policy")
+
+
+class PolicyWatcher:
+    """Runs the event watch and the periodic poll until stopped."""
+
+    def __init__(
+        self, store: PolicyStore, poll_interval: float = 10.0, debounce_ms: int = 50
+    ) -> None:
+        self._store = store
+        self._poll_interval = poll_interval
+        self._debounce_ms = debounce_ms
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._watch(), name="policy-watch"),
+            asyncio.create_task(self._poll(), name="policy-poll"),
+        ]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _watch(self) -> None:
+        directory = self._store.directory
+        while not self._stop.is_set():
+            try:
+                async for _changes in awatch(
+                    directory,
+                    watch_filter=None,
+                    debounce=self._debounce_ms,
+                    step=10,
+                    stop_event=self._stop,
+                    recursive=True,
+                ):
+                    self._store.reload("file change")
+            except (FileNotFoundError, RuntimeError, OSError) as exc:
+                # The directory may vanish for a moment; the poll keeps working meanwhile.
+                log.warning("policy watch on %s failed (%s); retrying", directory, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self._poll_interval)
+
+    async def _poll(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._poll_interval)
+            if not self._stop.is_set():
+                self._store.reload("poll")
