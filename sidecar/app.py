@@ -28,7 +28,7 @@ class SidecarConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     poll_interval: float = 10.0  # safety-net hash poll of the policy directory
-    watch: bool = True
+    watch: bool = True  # file-event watch; the hash poll always runs
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def __post_init__(self) -> None:
@@ -47,6 +47,13 @@ async def _errors(
         return await handler(request)
     except SidecarError as error:
         return error_response(error, client_format(request), request_id(request))
+    except web.HTTPException:
+        raise
+    except Exception:
+        rid = request_id(request)
+        log.exception("unexpected error handling request %s", rid)
+        internal = SidecarError(f"internal error in the sidecar (request id {rid})")
+        return error_response(internal, client_format(request), rid)
 
 
 def create_app(config: SidecarConfig) -> web.Application:
@@ -61,12 +68,10 @@ def create_app(config: SidecarConfig) -> web.Application:
         if result.outcome == "refused":
             log.error("starting without a policy: every request gets 503 until it is fixed")
         app[SESSION] = make_session()
-        watcher = PolicyWatcher(store, config.poll_interval) if config.watch else None
-        if watcher:
-            watcher.start()
+        watcher = PolicyWatcher(store, config.poll_interval)
+        watcher.start(events=config.watch)
         yield
-        if watcher:
-            await watcher.stop()
+        await watcher.stop()
         await app[SESSION].close()
 
     app.cleanup_ctx.append(lifecycle)

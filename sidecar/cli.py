@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--poll-interval", type=float, default=10.0, help="safety-net policy hash poll (s)"
     )
+    run.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="no file-event watch (reload by poll and SIGHUP only)",
+    )
     return parser
 
 
@@ -128,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 host=args.host,
                 port=args.port,
                 poll_interval=args.poll_interval,
+                watch=not args.no_watch,
             )
         except ValueError as exc:
             sys.exit(f"sidecar: {exc}")

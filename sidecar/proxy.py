@@ -20,16 +20,15 @@ from sidecar.policy.store import PolicyStore
 from sidecar.upstream import SESSION
 
 STORE: Final = web.AppKey("policy_store", PolicyStore)
-REQUEST_ID: Final = "sidecar_request_id"
+REQUEST_ID: Final = web.RequestKey("request_id", str)
 HARD_BODY_LIMIT: Final = 64 * 1024 * 1024
 _MAX_ID_LENGTH: Final = 128
 
 
 def request_id(request: web.Request) -> str:
     """The client's x-request-id when sane, else a new one; stored on the request."""
-    existing = request.get(REQUEST_ID)
-    if isinstance(existing, str):
-        return existing
+    if REQUEST_ID in request:
+        return request[REQUEST_ID]
     given = request.headers.get("x-request-id", "")
     valid = 0 < len(given) <= _MAX_ID_LENGTH and given.isprintable() and given.isascii()
     chosen = given if valid else uuid.uuid4().hex

@@ -32,11 +32,11 @@ class PolicyWatcher:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._watch(), name="policy-watch"),
-            asyncio.create_task(self._poll(), name="policy-poll"),
-        ]
+    def start(self, events: bool = True) -> None:
+        """Start the poll, and the file-event watch unless *events* is False."""
+        self._tasks = [asyncio.create_task(self._poll(), name="policy-poll")]
+        if events:
+            self._tasks.append(asyncio.create_task(self._watch(), name="policy-watch"))
 
     async def stop(self) -> None:
         self._stop.set()

@@ -1,0 +1,266 @@
+"""Hot reload against a running sidecar and real mock providers on loopback.
+
+Behaviour is observed the way a user sees it: which mock answered
+(`x-mock-name`), through the official openai SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import openai
+import pytest
+from aiohttp.test_utils import TestServer
+
+from mock_provider.app import create_app as create_mock
+from mock_provider.content import DEFAULT_ANSWER
+from mock_provider.state import MockSettings
+from sidecar.app import SidecarConfig
+from sidecar.app import create_app as create_sidecar
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def policy_text(urls: dict[str, str], target: str, deadline: str = "30s") -> str:
+    upstreams = "".join(
+        f"  {name}:\n    url: {url}\n    format: openai\n" for name, url in urls.items()
+    )
+    return (
+        "version: 1\n"
+        f"upstreams:\n{upstreams}"
+        "routes:\n"
+        "  - name: chat\n"
+        "    match: {path: /v1/chat/completions, methods: [POST]}\n"
+        f"    deadline: {deadline}\n"
+        "    fallback:\n"
+        f"      - upstream: {target}\n"
+    )
+
+
+def kubelet_write(directory: Path, files: dict[str, str]) -> None:
+    """Update a ConfigMap volume exactly as the kubelet's AtomicWriter does.
+
+    New timestamped directory with the files → ``..data_tmp`` symlink to it →
+    rename over ``..data`` (atomic) → user-visible symlinks ``name -> ..data/name``
+    (created once) → the old timestamped directory removed.
+    """
+    old = os.readlink(directory / "..data") if (directory / "..data").is_symlink() else None
+    stamp = f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
+    (directory / stamp).mkdir()
+    for name, text in files.items():
+        (directory / stamp / name).write_text(text)
+    os.symlink(stamp, directory / "..data_tmp")
+    os.rename(directory / "..data_tmp", directory / "..data")
+    for name in files:
+        if not (directory / name).is_symlink():
+            os.symlink(f"..data/{name}", directory / name)
+    if old is not None:
+        for child in (directory / old).iterdir():
+            child.unlink()
+        (directory / old).rmdir()
+
+
+@pytest.fixture
+async def mocks(aiohttp_server: ServerFactory) -> dict[str, TestServer]:
+    servers = {}
+    for name in ("a", "b"):
+        servers[name] = await aiohttp_server(create_mock(MockSettings(name=name, chunk_ms=10)))
+    return servers
+
+
+@pytest.fixture
+def urls(mocks: dict[str, TestServer]) -> dict[str, str]:
+    return {name: str(server.make_url("")).rstrip("/") for name, server in mocks.items()}
+
+
+@pytest.fixture
+async def sidecar_factory(
+    aiohttp_server: ServerFactory,
+) -> Callable[[Path], Awaitable[TestServer]]:
+    async def start(directory: Path) -> TestServer:
+        config = SidecarConfig(policies=directory, poll_interval=3600, environ={})
+        return await aiohttp_server(create_sidecar(config))
+
+    return start
+
+
+@pytest.fixture
+async def client_for() -> AsyncIterator[Callable[[TestServer], openai.AsyncOpenAI]]:
+    made: list[openai.AsyncOpenAI] = []
+
+    def make(server: TestServer) -> openai.AsyncOpenAI:
+        client = openai.AsyncOpenAI(
+            base_url=str(server.make_url("/v1")), api_key="client-key", max_retries=0
+        )
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+async def answered_by(client: openai.AsyncOpenAI) -> str:
+    raw = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+    assert raw.parse().choices[0].message.content == DEFAULT_ANSWER
+    return raw.headers["x-mock-name"]
+
+
+async def wait_until_answered_by(client: openai.AsyncOpenAI, name: str, within: float) -> float:
+    """Send requests until *name* answers; return how long that took (bounded by *within*)."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if await answered_by(client) == name:
+            return time.monotonic() - start
+    raise AssertionError(f"{name!r} did not answer within {within}s")
+
+
+async def admin_policy(server: TestServer) -> dict[str, object]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(server.make_url("/admin/policy")) as response,
+    ):
+        assert response.status == 200
+        body: dict[str, object] = await response.json()
+        return body
+
+
+async def test_valid_edit_is_live_within_one_second(
+    tmp_path: Path, urls: dict[str, str], sidecar_factory, client_for
+) -> None:
+    (tmp_path / "chat.yaml").write_text(policy_text(urls, "a"))
+    sidecar = await sidecar_factory(tmp_path)
+    client = client_for(sidecar)
+    assert await answered_by(client) == "a"
+
+    (tmp_path / "chat.yaml").write_text(policy_text(urls, "b"))
+    took = await wait_until_answered_by(client, "b", within=1.0)
+    assert took < 1.0
+    status = await admin_policy(sidecar)
+    assert status["last_error"] is None
+
+
+async def test_invalid_edit_is_refused_and_the_last_good_policy_keeps_serving(
+    tmp_path: Path, urls: dict[str, str], sidecar_factory, client_for
+) -> None:
+    (tmp_path / "chat.yaml").write_text(policy_text(urls, "a"))
+    sidecar = await sidecar_factory(tmp_path)
+    client = client_for(sidecar)
+    good_hash = (await admin_policy(sidecar))["hash"]
+
+    broken = policy_text(urls, "b", deadline="60")  # not a duration
+    (tmp_path / "chat.yaml").write_text(broken)
+    deadline = time.monotonic() + 2.0
+    status = await admin_policy(sidecar)
+    while status["last_error"] is None and time.monotonic() < deadline:
+        status = await admin_policy(sidecar)
+    error = status["last_error"]
+    assert isinstance(error, dict), "the refused reload never showed on /admin/policy"
+    assert status["hash"] == good_hash
+    assert error["errors"] == [
+        f"{tmp_path / 'chat.yaml'}:12:15: routes[0].deadline: "
+        "60 is not a duration (expected e.g. 250ms, 2s, 1m)"
+    ]
+    assert await answered_by(client) == "a"
+
+
+async def test_kubernetes_configmap_symlink_swap_is_picked_up(
+    tmp_path: Path, urls: dict[str, str], sidecar_factory, client_for
+) -> None:
+    kubelet_write(tmp_path, {"chat.yaml": policy_text(urls, "a")})
+    sidecar = await sidecar_factory(tmp_path)
+    client = client_for(sidecar)
+    assert await answered_by(client) == "a"
+
+    kubelet_write(tmp_path, {"chat.yaml": policy_text(urls, "b")})
+    assert await wait_until_answered_by(client, "b", within=1.0) < 1.0
+    # And again: a watch on the original file would be blind by now.
+    kubelet_write(tmp_path, {"chat.yaml": policy_text(urls, "a")})
+    assert await wait_until_answered_by(client, "a", within=1.0) < 1.0
+
+
+async def test_reload_while_streams_are_in_flight_loses_none(
+    tmp_path: Path, urls: dict[str, str], sidecar_factory, client_for
+) -> None:
+    (tmp_path / "chat.yaml").write_text(policy_text(urls, "a"))
+    sidecar = await sidecar_factory(tmp_path)
+    client = client_for(sidecar)
+    first_chunks = asyncio.Semaphore(0)
+    streams = 8
+
+    async def one_stream() -> tuple[str, str]:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=MESSAGES, stream=True
+        )
+        parts = []
+        first = True
+        async for chunk in raw.parse():
+            if chunk.choices and chunk.choices[0].delta.content:
+                parts.append(chunk.choices[0].delta.content)
+                if first:
+                    first_chunks.release()
+                    first = False
+        return raw.headers["x-mock-name"], "".join(parts)
+
+    tasks = [asyncio.create_task(one_stream()) for _ in range(streams)]
+    for _ in range(streams):
+        await asyncio.wait_for(first_chunks.acquire(), 5)
+    (tmp_path / "chat.yaml").write_text(policy_text(urls, "b"))
+    await wait_until_answered_by(client, "b", within=2.0)
+    results = await asyncio.gather(*tasks)
+    assert results == [("a", DEFAULT_ANSWER)] * streams
+
+
+@pytest.mark.timeout(30)
+def test_sighup_forces_a_reload(tmp_path: Path) -> None:
+    urls = {"a": "http://127.0.0.1:9", "b": "http://127.0.0.1:10"}
+    (tmp_path / "chat.yaml").write_text(policy_text(urls, "a"))
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "sidecar", "run", "--port", "0",
+            "--policies", str(tmp_path), "--no-watch", "--poll-interval", "3600",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"http://[\d.]+:\d+", line)
+        assert match, line
+        base = match.group(0)
+
+        def current_hash() -> str:
+            import json
+            import urllib.request
+
+            with urllib.request.urlopen(f"{base}/admin/policy", timeout=5) as response:
+                return str(json.load(response)["hash"])
+
+        before = current_hash()
+        (tmp_path / "chat.yaml").write_text(policy_text(urls, "b"))
+        assert current_hash() == before  # no watch, no poll: nothing reloads by itself
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while current_hash() == before and time.monotonic() < deadline:
+            pass
+        assert current_hash() != before
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
