@@ -1,9 +1,9 @@
 """``make run``: the local stack in the foreground, stopped as one by Ctrl-C.
 
-Starts mock provider "openai" on :8001 and mock provider "anthropic" on :8002
-(the sidecar joins once the proxy exists). On SIGINT/SIGTERM, or when any
-process dies, every process it started is terminated (then killed after a
-grace period), so nothing is left running.
+Starts mock provider "openai" on :8001, mock provider "anthropic" on :8002 and
+the sidecar on :8080 with ``policies/`` (its upstream URLs pointed at the
+mocks). On SIGINT/SIGTERM, or when any process dies, every process it started
+is terminated (then killed after a grace period), so nothing is left running.
 """
 
 from __future__ import annotations
@@ -25,13 +25,26 @@ GRACE_SECONDS = 5.0
 class Service:
     name: str
     argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
 
 
-def services(openai_port: int, anthropic_port: int, chunk_ms: int) -> list[Service]:
-    mock = (sys.executable, "-m", "mock_provider", "--chunk-ms", str(chunk_ms))
+def services(args: argparse.Namespace) -> list[Service]:
+    mock = (sys.executable, "-m", "mock_provider", "--chunk-ms", str(args.chunk_ms))
+    sidecar = (sys.executable, "-m", "sidecar", "run", "--policies", args.policies)
     return [
-        Service("mock-openai", (*mock, "--port", str(openai_port), "--name", "openai")),
-        Service("mock-anthropic", (*mock, "--port", str(anthropic_port), "--name", "anthropic")),
+        Service("mock-openai", (*mock, "--port", str(args.openai_port), "--name", "openai")),
+        Service(
+            "mock-anthropic",
+            (*mock, "--port", str(args.anthropic_port), "--name", "anthropic"),
+        ),
+        Service(
+            "sidecar",
+            (*sidecar, "--port", str(args.sidecar_port)),
+            (
+                ("OPENAI_URL", f"http://127.0.0.1:{args.openai_port}"),
+                ("ANTHROPIC_URL", f"http://127.0.0.1:{args.anthropic_port}"),
+            ),
+        ),
     ]
 
 
@@ -52,7 +65,8 @@ class Stack:
 
     def start(self) -> None:
         for service in self._wanted:
-            child = subprocess.Popen(service.argv)
+            env = {**os.environ, **dict(service.env)} if service.env else None
+            child = subprocess.Popen(service.argv, env=env)
             self._children[service.name] = child
             print(f"devstack: started {service.name} (pid {child.pid})", flush=True)
 
@@ -92,9 +106,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="devstack", description=__doc__)
     parser.add_argument("--openai-port", type=int, default=8001)
     parser.add_argument("--anthropic-port", type=int, default=8002)
+    parser.add_argument("--sidecar-port", type=int, default=8080)
+    parser.add_argument("--policies", default="policies", help="the sidecar's policy directory")
     parser.add_argument("--chunk-ms", type=int, default=40, help="mock streaming pace")
     args = parser.parse_args(argv)
-    stack = Stack(services(args.openai_port, args.anthropic_port, args.chunk_ms))
+    stack = Stack(services(args))
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
     code = 0

@@ -107,7 +107,10 @@ def compile_policy(documents: list[Document], content_hash: str) -> PolicySet:
             continue
         names[name] = source
         route = _route(
-            _merge(defaults[1] if defaults else {}, source.tree), upstreams, source, checker
+            _merge(_inherited(defaults[1] if defaults else {}, source.tree), source.tree),
+            upstreams,
+            source,
+            checker,
         )
         if route is not None:
             for earlier in compiled:
@@ -301,6 +304,18 @@ def _breaker(spec: Tree, source: _RouteSource, checker: _Checker) -> Breaker:
 def _seconds(spec: Tree, key: str, default: float) -> float:
     value = spec.get(key)
     return parse_duration(cast(str, value)) if value is not None else default
+
+
+def _inherited(defaults: Tree, route: Tree) -> Tree:
+    """*defaults* minus the breaker trigger a route replaces by choosing the other one."""
+    breaker, own = defaults.get("breaker"), route.get("breaker")
+    if not isinstance(breaker, dict) or not isinstance(own, dict):
+        return defaults
+    kept = dict(cast(Tree, breaker))
+    for chosen, other in (("window", "consecutive_failures"), ("consecutive_failures", "window")):
+        if chosen in own and other not in own:
+            kept.pop(other, None)
+    return {**defaults, "breaker": kept}
 
 
 def _merge(base: Tree, override: Tree) -> Tree:

@@ -37,11 +37,14 @@ def schema_issues(document: Document) -> list[Issue]:
         for error in _validator().iter_errors(document.data)
         for issue in _explain(document, error)
     ]
-    return sorted(issues, key=lambda issue: (issue.line, issue.column, str(issue.path)))
+    unique = dict.fromkeys(issues)  # a wrong type can fail two checks with one message
+    return sorted(unique, key=lambda issue: (issue.line, issue.column, str(issue.path)))
 
 
 def _explain(document: Document, error: ValidationError) -> Iterator[Issue]:
     path = tuple(error.absolute_path)
+    if "propertyNames" in error.absolute_schema_path and isinstance(error.instance, str):
+        path = (*path, error.instance)  # point at the offending key itself
     subschema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
     custom = subschema.get("x-error")
     if error.validator == "additionalProperties":

@@ -79,7 +79,13 @@ def parse(file: str, raw: bytes, environ: Mapping[str, str]) -> Document:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError([Issue(file, 0, 0, (), f"not UTF-8: {exc.reason}")]) from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # control characters are refused up front
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, exc.position - before.rfind("\n")
+        message = f"invalid YAML: unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise PolicyError([Issue(file, line, column, (), message)]) from None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
@@ -106,9 +112,25 @@ class _Builder:
         self.marks: dict[Path, tuple[int, int]] = {}
         self.issues: list[Issue] = []
         self._constructor = yaml.SafeLoader("")
+        self._open: set[yaml.Node] = set()  # collections being built (recursive aliases)
 
     def build(self, node: yaml.Node, path: Path) -> object:
         self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if node in self._open:
+            self._issue(node, path, "recursive alias")
+            return None
+        if not isinstance(node, yaml.ScalarNode):
+            self._open.add(node)
+            try:
+                return self._collection(node, path)
+            finally:
+                self._open.discard(node)
+        value = self._construct(node, path)
+        if isinstance(value, str) and "$" in value:
+            return self._interpolate(node, value, path)
+        return value
+
+    def _collection(self, node: yaml.Node, path: Path) -> object:
         if isinstance(node, yaml.MappingNode):
             result: dict[str, object] = {}
             for key_node, value_node in node.value:
@@ -121,14 +143,22 @@ class _Builder:
                     self._issue(key_node, (*path, key), "duplicate key")
                     continue
                 result[key] = self.build(value_node, (*path, key))
+                if value_node.start_mark.line != key_node.start_mark.line:
+                    # A block (or alias) starting on a later line: point at the key itself.
+                    mark = key_node.start_mark
+                    self.marks[(*path, key)] = (mark.line + 1, mark.column + 1)
             return result
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
-        assert isinstance(node, yaml.ScalarNode)
-        value = self._constructor.construct_object(node)
-        if isinstance(value, str) and "$" in value:
-            return self._interpolate(node, value, path)
-        return value
+        assert isinstance(node, yaml.SequenceNode)
+        return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
+
+    def _construct(self, node: yaml.ScalarNode, path: Path) -> object:
+        try:
+            return self._constructor.construct_object(node)
+        except yaml.MarkedYAMLError as exc:  # e.g. an unknown or unsafe !!tag
+            self._issue(node, path, f"invalid value: {exc.problem}")
+        except (ValueError, TypeError) as exc:  # e.g. a timestamp with month 13
+            self._issue(node, path, f"invalid value {node.value!r}: {exc}")
+        return None
 
     def _interpolate(self, node: yaml.ScalarNode, value: str, path: Path) -> object:
         if _BROKEN.search(value.replace("$$", "")):
@@ -155,7 +185,7 @@ class _Builder:
             tag = self._constructor.resolve(  # type: ignore[no-untyped-call]
                 yaml.ScalarNode, result, (True, False)
             )
-            return self._constructor.construct_object(yaml.ScalarNode(tag, result))
+            return self._construct(yaml.ScalarNode(tag, result, node.start_mark), path)
         return result
 
     def _issue(self, node: yaml.Node, path: Path, message: str) -> None:

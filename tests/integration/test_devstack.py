@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -34,10 +35,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
 @pytest.fixture
 def devstack() -> Iterator[subprocess.Popen[str]]:
+    openai_port, anthropic_port, sidecar_port = _free_ports(3)
     process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.devstack", "--openai-port", "0", "--anthropic-port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "sidecar.devstack",
+            "--openai-port",
+            str(openai_port),
+            "--anthropic-port",
+            str(anthropic_port),
+            "--sidecar-port",
+            str(sidecar_port),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -56,16 +78,23 @@ def test_stack_starts_both_mocks_and_stops_them_all(
     devstack: subprocess.Popen[str], signum: signal.Signals
 ) -> None:
     assert devstack.stdout is not None
-    lines = _read_until(devstack.stdout, r"started|listening on", 4)
+    lines = _read_until(devstack.stdout, r"started|listening on", 6)
     pids = [int(m) for line in lines for m in re.findall(r"pid (\d+)", line)]
-    urls = [m for line in lines for m in re.findall(r"http://[\d.]+:\d+", line)]
-    assert len(pids) == 2
-    assert len(urls) == 2
-    names = set()
-    for url in urls:
-        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-            names.add(response.headers["x-mock-name"])
-    assert names == {"openai", "anthropic"}
+    urls = {
+        line.split()[0]: re.findall(r"http://[\d.]+:\d+", line)[0]
+        for line in lines
+        if "listening on" in line
+    }
+    assert len(pids) == 3
+    assert set(urls) == {"mock-provider", "sidecar"}
+    sidecar = urls["sidecar"]
+    body = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}'
+    request = urllib.request.Request(
+        f"{sidecar}/v1/chat/completions", data=body, headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.headers["x-sidecar-upstream"] == "openai"
+        assert response.headers["x-mock-name"] == "openai"
 
     devstack.send_signal(signum)
     assert devstack.wait(timeout=15) == 0
@@ -76,11 +105,12 @@ def test_stack_starts_both_mocks_and_stops_them_all(
 @pytest.mark.timeout(30)
 def test_stack_stops_everything_when_one_process_dies(devstack: subprocess.Popen[str]) -> None:
     assert devstack.stdout is not None
-    lines = _read_until(devstack.stdout, r"started|listening on", 4)
+    lines = _read_until(devstack.stdout, r"started|listening on", 6)
     pids = [int(m) for line in lines for m in re.findall(r"pid (\d+)", line)]
     os.kill(pids[0], signal.SIGKILL)
     assert devstack.wait(timeout=15) != 0
     assert not _alive(pids[1])
+    assert not _alive(pids[2])
 
 
 def test_sidecar_cli_entry_points() -> None:
