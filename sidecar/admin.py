@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from sidecar.policy.explain import policy_json
-from sidecar.proxy import STORE
+from sidecar.state import REGISTRIES, STORE
 
 
 def _json(body: object, status: int = 200) -> web.Response:
@@ -52,7 +52,25 @@ async def policy(request: web.Request) -> web.Response:
     )
 
 
+async def breakers(request: web.Request) -> web.Response:
+    """Every breaker: state, counts, time until half-open."""
+    registry = request.app[REGISTRIES].breakers
+    return _json({"breakers": [breaker.snapshot() for breaker in registry.all()]})
+
+
+async def force_breaker(request: web.Request) -> web.Response:
+    """POST /admin/breakers/{key}/reset | /open — for drills."""
+    registry = request.app[REGISTRIES].breakers
+    breaker = registry.find(request.match_info["key"])
+    if breaker is None:
+        return _json({"error": f"no breaker {request.match_info['key']!r}"}, 404)
+    breaker.force("closed" if request.match_info["action"] == "reset" else "open")
+    return _json(breaker.snapshot())
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/admin/policy", policy)
+    app.router.add_get("/admin/breakers", breakers)
+    app.router.add_post("/admin/breakers/{key}/{action:reset|open}", force_breaker)

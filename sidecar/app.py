@@ -13,9 +13,15 @@ from aiohttp import web
 
 from sidecar import admin, proxy
 from sidecar.errors import SidecarError, client_format, error_response
+from sidecar.pipeline.build import Registries, make_runtime
+from sidecar.pipeline.fallback import AllBreakersOpen
+from sidecar.policy.model import PolicySet
 from sidecar.policy.store import PolicyStore
 from sidecar.policy.watcher import PolicyWatcher
-from sidecar.proxy import STORE, request_id
+from sidecar.proxy import request_id
+from sidecar.resilience.breaker import BreakerRegistry
+from sidecar.resilience.clock import Clock, SystemClock
+from sidecar.state import HOLDER, REGISTRIES, STORE, RuntimeHolder
 from sidecar.upstream import SESSION, make_session
 
 log = logging.getLogger("sidecar")
@@ -30,6 +36,7 @@ class SidecarConfig:
     poll_interval: float = 10.0  # safety-net hash poll of the policy directory
     watch: bool = True  # file-event watch; the hash poll always runs
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    clock: Clock = field(default_factory=SystemClock)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -46,7 +53,10 @@ async def _errors(
     try:
         return await handler(request)
     except SidecarError as error:
-        return error_response(error, client_format(request), request_id(request))
+        response = error_response(error, client_format(request), request_id(request))
+        if isinstance(error, AllBreakersOpen):
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
     except web.HTTPException:
         raise
     except Exception:
@@ -59,15 +69,25 @@ async def _errors(
 def create_app(config: SidecarConfig) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=proxy.HARD_BODY_LIMIT)
     store = PolicyStore(config.policies, config.environ)
+    holder = RuntimeHolder()
+    registries = Registries(config.clock, BreakerRegistry(config.clock))
     app[STORE] = store
+    app[HOLDER] = holder
+    app[REGISTRIES] = registries
     admin.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        session = make_session()
+        app[SESSION] = session
+
+        def activate(policy: PolicySet) -> None:
+            holder.current = make_runtime(policy, registries, session)
+
+        store.on_swap(activate)
         result = store.reload("startup")
         if result.outcome == "refused":
             log.error("starting without a policy: every request gets 503 until it is fixed")
-        app[SESSION] = make_session()
         watcher = PolicyWatcher(store, config.poll_interval)
         watcher.start(events=config.watch)
         yield

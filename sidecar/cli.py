@@ -16,10 +16,11 @@ from pathlib import Path
 from aiohttp import web
 
 from sidecar.app import DEFAULT_PORT, SidecarConfig, create_app
+from sidecar.observability.logs import configure as configure_logging
 from sidecar.policy.errors import PolicyError
 from sidecar.policy.explain import explain
 from sidecar.policy.loader import load_policy
-from sidecar.proxy import STORE
+from sidecar.state import STORE
 
 log = logging.getLogger("sidecar")
 
@@ -120,8 +121,7 @@ async def serve(config: SidecarConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    configure_logging()
     if args.command == "check":
         sys.exit(check(Path(args.directory or _default_policies())))
     if args.command == "explain":

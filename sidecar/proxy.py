@@ -1,25 +1,28 @@
-"""The proxy handler: route the request, then forward it to the route's first target.
+"""The proxy handler: route the request, run the route's pipeline, write the answer.
 
-The resilience stages (deadline, retry, breaker, fallback, attempt timeouts,
-stream commit point) wrap the forwarding step in the request-path issue; the
-routing, body limits, header hygiene and unbuffered streaming live here.
+The runtime (policy + compiled pipelines) is read once when the request
+starts; a reload in the meantime does not touch this request. Writing the
+answer's headers is the commit point: before it, the pipeline may retry and
+fail over; after it, a failure becomes one final error event in the stream.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from typing import Final
 
 import orjson
-from aiohttp import ClientError, ClientTimeout, web
+from aiohttp import web
 
-from sidecar.errors import BodyTooLarge, InvalidRequest, NoRoute, NotReady, UpstreamUnavailable
-from sidecar.headers import client_headers, upstream_headers
-from sidecar.policy.model import PolicySet, Route, Target
-from sidecar.policy.store import PolicyStore
-from sidecar.upstream import SESSION
+from sidecar.errors import BodyTooLarge, InvalidRequest, NoRoute, NotReady, client_format
+from sidecar.observability.logs import log_request
+from sidecar.pipeline.call import Answer, Call
+from sidecar.policy.model import PolicySet
+from sidecar.state import HOLDER
+from sidecar.streaming.relay import relay
 
-STORE: Final = web.AppKey("policy_store", PolicyStore)
 REQUEST_ID: Final = web.RequestKey("request_id", str)
 HARD_BODY_LIMIT: Final = 64 * 1024 * 1024
 _MAX_ID_LENGTH: Final = 128
@@ -37,11 +40,17 @@ def request_id(request: web.Request) -> str:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    policy = request.app[STORE].active  # held for the whole request, whatever reloads do
-    if policy is None:
+    runtime = request.app[HOLDER].current  # held for the whole request, whatever reloads do
+    if runtime is None:
         raise NotReady("no valid policy is loaded yet; see /admin/policy")
+    started = time.monotonic()
+    rid = request_id(request)
+    fmt = client_format(request)
+    policy = runtime.policy
     body = await _read_body(request, policy)
-    model = _model_of(body) if policy.needs_model else None
+    parsed = _parse(body, request)
+    raw_model = parsed.get("model") if parsed is not None else None
+    model = raw_model if isinstance(raw_model, str) else None
     route = policy.route_for(request.method, request.path, model, request.headers)
     if route is None:
         raise NoRoute(f"no route matches {request.method} {request.path}")
@@ -50,42 +59,81 @@ async def handle(request: web.Request) -> web.StreamResponse:
             f"request body is {len(body)} bytes; route {route.name!r} allows "
             f"{route.validate.max_body}"
         )
-    return await _forward(request, policy, route, route.fallback[0], body)
-
-
-async def _forward(
-    request: web.Request, policy: PolicySet, route: Route, target: Target, body: bytes
-) -> web.StreamResponse:
-    upstream = target.upstream
-    rid = request_id(request)
-    payload = _rewrite_model(body, target)
-    connect = route.timeouts.connect or upstream.connect_timeout
-    timeout = ClientTimeout(sock_connect=connect, sock_read=route.timeouts.idle)
-    session = request.app[SESSION]
+    pipeline = runtime.pipelines[route.name]
+    pipeline.budget.deposit()
+    call = Call(
+        request_id=rid,
+        method=request.method,
+        path_qs=request.path_qs,
+        headers=request.headers,
+        client_format=fmt,
+        route=route,
+        body=body,
+        parsed=parsed,
+        model=model,
+        stream=parsed is not None and parsed.get("stream") is True,
+    )
+    outcome = "error"
+    answer: Answer | None = None
     try:
-        async with session.request(
-            request.method,
-            upstream.url + request.path_qs,
-            data=payload if payload else None,
-            headers=upstream_headers(request.headers, upstream, rid),
-            timeout=timeout,
-            allow_redirects=False,
-        ) as answer:
-            response = web.StreamResponse(status=answer.status, reason=answer.reason)
-            response.headers.update(client_headers(answer.headers))
-            response.headers["x-request-id"] = rid
-            response.headers["x-sidecar-upstream"] = upstream.name
-            response.headers["x-sidecar-attempts"] = "1"
-            response.headers["x-sidecar-policy"] = policy.hash
-            await response.prepare(request)
-            async for chunk in answer.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
+        async with call.resources:
+            answer = await pipeline.handle(call)
+            response, outcome = await _write(request, call, answer, policy)
             return response
-    except (ClientError, TimeoutError) as exc:
-        raise UpstreamUnavailable(
-            f"upstream {upstream.name!r} failed: {type(exc).__name__}"
-        ) from None
+    except asyncio.CancelledError:
+        outcome = "client_cancelled"
+        if answer is not None:
+            answer.done("cancelled")
+        raise
+    finally:
+        log_request(
+            {
+                "request_id": rid,
+                "route": route.name,
+                "outcome": outcome,
+                "status": answer.status if answer else None,
+                "attempts": call.attempts,
+                "upstream": answer.upstream.name if answer else None,
+                "fallbacks": [f"{name}:{reason}" for name, reason in call.fallbacks],
+                "latency_ms": round((time.monotonic() - started) * 1000, 1),
+            }
+        )
+
+
+async def _write(
+    request: web.Request, call: Call, answer: Answer, policy: PolicySet
+) -> tuple[web.StreamResponse, str]:
+    """Send *answer* to the client; return the response and the request's outcome label."""
+    headers = answer.headers
+    headers["x-request-id"] = call.request_id
+    headers["x-sidecar-upstream"] = answer.upstream.name
+    headers["x-sidecar-attempts"] = str(call.attempts)
+    headers["x-sidecar-policy"] = policy.hash
+    stream = answer.stream
+    if stream is None:
+        response = web.Response(status=answer.status, headers=headers, body=answer.body)
+        answer.done("success")
+        return response, "success" if answer.status < 400 else "upstream_error"
+    streaming = web.StreamResponse(status=answer.status, headers=headers)
+    await streaming.prepare(request)  # the commit point
+    await streaming.write(b"".join(stream.first))
+    if stream.terminated:
+        result = "complete"
+        ok = True
+    else:
+        outcome = await relay(
+            stream.content,  # type: ignore[arg-type]
+            streaming,
+            stream.parser,
+            answer.upstream.format,
+            call.route.timeouts.idle,
+            call.request_id,
+            finished=stream.finished,
+        )
+        result, ok = outcome.result, outcome.ok
+    await streaming.write_eof()
+    answer.done("success" if ok else "failure")
+    return streaming, "success" if ok else f"stream_{result}"
 
 
 async def _read_body(request: web.Request, policy: PolicySet) -> bytes:
@@ -103,30 +151,17 @@ async def _read_body(request: web.Request, policy: PolicySet) -> bytes:
     return b"".join(chunks)
 
 
-def _model_of(body: bytes) -> str | None:
+def _parse(body: bytes, request: web.Request) -> dict[str, object] | None:
+    """The JSON body as an object, None when there is no body; invalid JSON is a 400."""
     if not body:
+        return None
+    content_type = request.headers.get("content-type", "application/json")
+    if "json" not in content_type:
         return None
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    model = parsed.get("model") if isinstance(parsed, dict) else None
-    return model if isinstance(model, str) else None
-
-
-def _rewrite_model(body: bytes, target: Target) -> bytes:
-    """The body with the target's model, re-encoded only when the model changes."""
-    if not body or (target.model is None and not target.model_map):
-        return body
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
     if not isinstance(parsed, dict):
-        return body
-    requested = parsed.get("model")
-    wanted = target.model_for(requested if isinstance(requested, str) else None)
-    if wanted is None or wanted == requested:
-        return body
-    parsed["model"] = wanted
-    return orjson.dumps(parsed)
+        raise InvalidRequest("the request body must be a JSON object")
+    return parsed

@@ -122,7 +122,8 @@ def compile_policy(documents: list[Document], content_hash: str) -> PolicySet:
                     )
             compiled.append(route)
     if checker.issues:
-        raise PolicyError(sorted(checker.issues, key=lambda i: (i.file, i.line, i.column)))
+        unique = dict.fromkeys(checker.issues)  # a bad default is reported once, not per route
+        raise PolicyError(sorted(unique, key=lambda i: (i.file, i.line, i.column)))
     loaded = tuple(document.file for document in documents)
     return PolicySet(content_hash, loaded, upstreams, tuple(compiled))
 

@@ -19,6 +19,8 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal: keep its brackets
+        host = f"[{host}]"
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     netloc = f"{parts.username}:{REDACTED}@{host}"

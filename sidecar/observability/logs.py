@@ -1,0 +1,50 @@
+"""Structured logs: one JSON object per line, fixed keys, never prompts or keys."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import orjson
+
+attempt_log: Final = logging.getLogger("sidecar.attempt")
+request_log: Final = logging.getLogger("sidecar.request")
+
+
+class JSONLineFormatter(logging.Formatter):
+    """Renders records whose message is a dict as one JSON line; others as {"msg": ...}."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = record.msg if isinstance(record.msg, dict) else {"msg": record.getMessage()}
+        line = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            **payload,
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def log_attempt(fields: dict[str, object]) -> None:
+    """request_id, route, upstream, model, attempt, status, error, latency_ms, backoff_ms."""
+    if attempt_log.isEnabledFor(logging.INFO):
+        attempt_log.info(fields)
+
+
+def log_request(fields: dict[str, object]) -> None:
+    """request_id, route, outcome, status, attempts, upstream, latency_ms."""
+    if request_log.isEnabledFor(logging.INFO):
+        request_log.info(fields)
+
+
+def configure(level: int = logging.INFO) -> None:
+    """JSON lines on stderr for everything the sidecar logs."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JSONLineFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,191 @@
+"""One upstream attempt: connect, first byte (and first stream event), then hand over.
+
+Timeouts: ``connect`` for the TCP/TLS connect; ``first_byte`` from sending the
+request to the response headers and, for streams, the first SSE event (time
+to first token); ``idle`` between body chunks. Each is clamped to what is left
+of the route's deadline. A 200 stream whose first event is an error is a
+failure like any other (peek before commit). Failed attempts close their
+upstream response at once; a successful one hands it to the Call's resources,
+which the proxy closes when the client's answer is done (or the client left).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+from aiohttp import (
+    ClientConnectionError,
+    ClientConnectorError,
+    ClientPayloadError,
+    ClientResponse,
+    ClientSession,
+    ClientTimeout,
+    ConnectionTimeoutError,
+)
+
+from sidecar.errors import SidecarError
+from sidecar.headers import client_headers, upstream_headers
+from sidecar.pipeline.call import Answer, AttemptFailed, Call, Handler, Upstreaming
+from sidecar.policy.model import Route, Target
+from sidecar.providers.formats import WireFormat, inspect
+from sidecar.resilience.retry import Failure, parse_retry_after
+from sidecar.streaming.sse import SSEError, SSEParser
+
+MAX_ERROR_BODY: Final = 64 * 1024
+MAX_BODY: Final = 64 * 1024 * 1024
+
+
+class DeadlineExceeded(SidecarError):
+    status, type, code = 504, "timeout_error", "deadline_exceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptDeps:
+    session: ClientSession
+
+
+def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
+    upstream = target.upstream
+    fmt: WireFormat = upstream.format
+    connect = route.timeouts.connect or upstream.connect_timeout
+    client_timeout = ClientTimeout(sock_connect=connect)
+    first_byte = route.timeouts.first_byte
+    idle = route.timeouts.idle
+    base_url = upstream.url
+
+    async def attempt(call: Call) -> Answer:
+        deadline = call.deadline
+        assert deadline is not None
+        budget = deadline.clamp(first_byte)
+        if budget <= 0:
+            raise DeadlineExceeded(f"the route's deadline ({route.deadline:g}s) ran out")
+        call.attempts += 1
+        body = rewrite_model(call, target)
+        stack = contextlib.AsyncExitStack()
+        try:
+            try:
+                async with asyncio.timeout(budget):
+                    response = await stack.enter_async_context(
+                        deps.session.request(
+                            call.method,
+                            base_url + call.path_qs,
+                            data=body or None,
+                            headers=upstream_headers(call.headers, upstream, call.request_id),
+                            timeout=client_timeout,
+                            allow_redirects=False,
+                        )
+                    )
+                    answer = await _first_part(response, upstream_answer(response, target), fmt)
+            except ConnectionTimeoutError:
+                raise  # a connect timeout (also a TimeoutError): handled below
+            except TimeoutError:
+                if budget < first_byte and deadline.expired:
+                    raise DeadlineExceeded(
+                        f"the route's deadline ({route.deadline:g}s) ran out"
+                    ) from None
+                raise AttemptFailed(Failure("first_byte_timeout")) from None
+            if answer.stream is None and answer.status < 400:
+                answer.body = await _read_body(response, deadline.clamp(idle) or idle)
+                _check_json(answer)
+        except (ConnectionTimeoutError, ClientConnectorError) as exc:
+            await stack.aclose()
+            raise AttemptFailed(Failure("connect_error", detail=type(exc).__name__)) from None
+        except (ClientPayloadError, ClientConnectionError, SSEError) as exc:
+            await stack.aclose()
+            raise AttemptFailed(Failure("reset", detail=type(exc).__name__)) from None
+        except TimeoutError:
+            await stack.aclose()
+            raise AttemptFailed(Failure("timeout", detail="idle")) from None
+        except BaseException:
+            await stack.aclose()
+            raise
+        if answer.stream is None:
+            await stack.aclose()  # the body is read: release the connection now
+        else:
+            await call.resources.enter_async_context(stack.pop_all())
+        return answer
+
+    return attempt
+
+
+def upstream_answer(response: ClientResponse, target: Target) -> Answer:
+    headers = client_headers(response.headers)
+    return Answer(response.status, headers, target.upstream)
+
+
+async def _first_part(response: ClientResponse, answer: Answer, fmt: WireFormat) -> Answer:
+    """Error bodies are read whole; streams are read up to their first event."""
+    if answer.status >= 400:
+        answer.body = await response.content.read(MAX_ERROR_BODY)
+        failure = Failure(
+            "status",
+            answer.status,
+            parse_retry_after(
+                response.headers.get("retry-after-ms"), response.headers.get("retry-after")
+            ),
+        )
+        raise AttemptFailed(failure, answer)
+    content_type = response.headers.get("content-type", "")
+    if not content_type.startswith("text/event-stream"):
+        return answer
+    parser = SSEParser()
+    stream = Upstreaming(response.content, parser, [])
+    answer.stream = stream
+    while True:
+        chunk = await response.content.readany()
+        events = parser.feed(chunk) if chunk else []
+        if not chunk:
+            last = parser.close()
+            events = [last] if last else []
+        for event in events:
+            seen = inspect(fmt, event)
+            if seen.error_status is not None:
+                raise AttemptFailed(Failure("status", seen.error_status, detail=seen.error_message))
+            if seen.malformed:
+                continue
+            stream.first.append(event.raw)
+            stream.finished = stream.finished or seen.finished
+            stream.terminated = stream.terminated or seen.terminator
+        if stream.first:
+            return answer
+        if not chunk:
+            raise AttemptFailed(Failure("status", 502, detail="stream ended before any event"))
+
+
+async def _read_body(response: ClientResponse, idle: float) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        async with asyncio.timeout(idle):
+            chunk = await response.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise AttemptFailed(Failure("status", 502, detail="upstream body too large"))
+        chunks.append(chunk)
+
+
+def _check_json(answer: Answer) -> None:
+    """A 2xx JSON answer that does not parse is an upstream failure, not a client's answer."""
+    if "json" not in answer.headers.get("content-type", "json"):
+        return
+    try:
+        orjson.loads(answer.body)
+    except orjson.JSONDecodeError:
+        raise AttemptFailed(Failure("status", 502, detail="invalid JSON from upstream")) from None
+
+
+def rewrite_model(call: Call, target: Target) -> bytes:
+    """The body with the target's model, re-encoded only when the model changes."""
+    parsed = call.parsed
+    if parsed is None or (target.model is None and not target.model_map):
+        return call.body
+    wanted = target.model_for(call.model)
+    if wanted is None or wanted == call.model:
+        return call.body
+    return orjson.dumps({**parsed, "model": wanted})

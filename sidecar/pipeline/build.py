@@ -1,0 +1,111 @@
+"""Compiling a route into its pipeline, once per policy load (never per request).
+
+    validate ▶ deadline ▶ fallback ─▶ for each target: retry ▶ breaker ▶ attempt
+
+State that must survive a reload (breakers, retry budgets) comes from
+registries keyed by stable names, so it carries over when names stay.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from aiohttp import ClientSession
+
+from sidecar.pipeline.attempt import AttemptDeps, make_attempt
+from sidecar.pipeline.breaker import make_breaker
+from sidecar.pipeline.call import Answer, Call, Handler, Stage, TargetFailed, fold
+from sidecar.pipeline.deadline import make_deadline
+from sidecar.pipeline.fallback import make_fallback
+from sidecar.pipeline.retry import make_retry
+from sidecar.pipeline.validate import make_validate
+from sidecar.policy.model import PolicySet, Route
+from sidecar.resilience.breaker import BreakerRegistry
+from sidecar.resilience.budget import RetryBudget
+from sidecar.resilience.clock import Clock
+from sidecar.resilience.retry import RetryPolicy
+
+
+@dataclass(slots=True)
+class Registries:
+    """Long-lived state, keyed by names that survive policy reloads."""
+
+    clock: Clock
+    breakers: BreakerRegistry
+    budgets: dict[str, RetryBudget] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def budget(self, route: Route) -> RetryBudget:
+        budget = self.budgets.get(route.name)
+        if budget is None:
+            budget = RetryBudget(route.retry.budget, self.clock)
+            self.budgets[route.name] = budget
+        else:
+            budget.reconfigure(route.retry.budget)
+        return budget
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    route: Route
+    handle: Handler
+    budget: RetryBudget
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """A policy and its compiled pipelines: swapped together, as one reference."""
+
+    policy: PolicySet
+    pipelines: dict[str, Pipeline]
+
+
+def make_pipeline(route: Route, registries: Registries, session: ClientSession) -> Pipeline:
+    budget = registries.budget(route)
+    policy = RetryPolicy(route.retry, budget, registries.rng)
+    deps = AttemptDeps(session)
+    targets = []
+    for target in route.fallback:
+        name = target.upstream.name
+        chain = fold(
+            [
+                _same_format(target.upstream.format),
+                make_retry(policy, registries.clock, name),
+                make_breaker(registries.breakers, route.breaker, route.name, name),
+            ],
+            make_attempt(route, target, deps),
+        )
+        targets.append((name, chain))
+
+    handle = fold(
+        [
+            make_validate(route),
+            make_deadline(route.deadline, registries.clock),
+            make_fallback(targets),
+        ],
+        _terminal,
+    )
+    return Pipeline(route, handle, budget)
+
+
+def make_runtime(policy: PolicySet, registries: Registries, session: ClientSession) -> Runtime:
+    return Runtime(
+        policy,
+        {route.name: make_pipeline(route, registries, session) for route in policy.routes},
+    )
+
+
+async def _terminal(call: Call) -> Answer:  # pragma: no cover - the fallback stage never calls on
+    raise AssertionError("the fallback stage is terminal")
+
+
+def _same_format(fmt: str) -> Stage:
+    """Until wire-format translation lands, a target must speak the client's format."""
+
+    async def guard(call: Call, following: Handler) -> Answer:
+        if call.client_format != fmt:
+            raise TargetFailed("format_mismatch")
+        return await following(call)
+
+    return guard

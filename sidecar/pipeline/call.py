@@ -1,0 +1,126 @@
+"""What flows through the pipeline: the Call (one client request) and the Answer (its reply).
+
+Stage signature: ``async def stage(call, next) -> Answer``. Failures travel as
+exceptions: ``AttemptFailed`` (one attempt), ``TargetFailed`` (a fallback target
+gave up, with the reason), ``Rejected`` (a final answer the sidecar gives itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from sidecar.policy.model import Route, Upstream
+from sidecar.providers.formats import WireFormat
+from sidecar.resilience.deadline import Deadline
+from sidecar.resilience.retry import Failure, MoveOnReason
+from sidecar.streaming.sse import SSEParser
+
+Completion = Literal["success", "failure", "cancelled"]
+SkipReason = MoveOnReason | Literal["breaker_open", "format_mismatch"]
+
+
+@dataclass(slots=True)
+class Upstreaming:
+    """A live upstream stream: the response kept open, its parser, and the events peeked."""
+
+    content: object  # aiohttp StreamReader (typed loosely to keep aiohttp out of this module)
+    parser: SSEParser
+    first: list[bytes]  # raw bytes of the events read before the commit point
+    finished: bool = False  # a finish/stop reason was among the first events
+    terminated: bool = False  # the terminator was among the first events
+
+
+@dataclass(slots=True)
+class Answer:
+    """An upstream reply ready for the client. Writing its headers is the commit point."""
+
+    status: int
+    headers: CIMultiDict[str]
+    upstream: Upstream
+    body: bytes = b""
+    stream: Upstreaming | None = None
+    on_done: list[Callable[[Completion], None]] = field(default_factory=list)
+
+    def done(self, completion: Completion) -> None:
+        for callback in self.on_done:
+            callback(completion)
+        self.on_done.clear()
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request on its way through one route's pipeline."""
+
+    request_id: str
+    method: str
+    path_qs: str
+    headers: CIMultiDictProxy[str]
+    client_format: WireFormat
+    route: Route
+    body: bytes
+    parsed: dict[str, object] | None
+    model: str | None
+    stream: bool
+    deadline: Deadline | None = None
+    attempts: int = 0
+    resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    fallbacks: list[tuple[str, SkipReason]] = field(default_factory=list)
+
+
+Handler = Callable[[Call], Awaitable[Answer]]
+Stage = Callable[[Call, Handler], Awaitable[Answer]]
+
+
+class AttemptFailed(Exception):
+    """One attempt failed; *answer* holds the upstream's error reply when there was one."""
+
+    def __init__(self, failure: Failure, answer: Answer | None = None) -> None:
+        super().__init__(failure.label)
+        self.failure = failure
+        self.answer = answer
+
+
+class BreakerRejected(Exception):
+    """The target's breaker is open: no upstream call was made."""
+
+    def __init__(self, key: str, retry_in: float) -> None:
+        super().__init__(key)
+        self.key = key
+        self.retry_in = retry_in
+
+
+class TargetFailed(Exception):
+    """A fallback target gave up; the chain moves to the next one."""
+
+    def __init__(
+        self,
+        reason: SkipReason,
+        failure: Failure | None = None,
+        answer: Answer | None = None,
+        retry_in: float | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.failure = failure
+        self.answer = answer
+        self.retry_in = retry_in
+
+
+def fold(stages: list[Stage], terminal: Handler) -> Handler:
+    """Compose stages outermost first: ``fold([a, b], t)`` runs a(b(t))."""
+    handler = terminal
+    for stage in reversed(stages):
+        handler = _bind(stage, handler)
+    return handler
+
+
+def _bind(stage: Stage, following: Handler) -> Handler:
+    async def bound(call: Call) -> Answer:
+        return await stage(call, following)
+
+    return bound

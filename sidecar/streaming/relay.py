@@ -1,0 +1,122 @@
+"""Relaying a committed stream to the client, event by event, with no buffering.
+
+After the commit point nothing is retried. Upstream events are forwarded as
+their original bytes; malformed ones are dropped (and logged). The stream ends
+in exactly one of three ways:
+
+* the upstream's terminator (``[DONE]`` / ``message_stop``) was relayed → success;
+* the upstream ended cleanly after a finish reason but without a terminator →
+  the client gets the terminator at once (success);
+* anything else — connection cut, idle timeout, an error event, an end before
+  any finish reason — → one final error event in the client's format and no
+  terminator, so a truncated answer never looks complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from aiohttp import ClientConnectionError, ClientPayloadError
+
+from sidecar.providers.formats import WireFormat, inspect, stream_error, terminator
+from sidecar.streaming.sse import SSEError, SSEParser
+
+log = logging.getLogger("sidecar.stream")
+RelayResult = Literal["complete", "finalised", "cut", "stalled", "upstream_error", "truncated"]
+
+
+class ByteSource(Protocol):
+    async def readany(self) -> bytes: ...
+
+
+class ByteSink(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+
+@dataclass(slots=True)
+class RelayOutcome:
+    result: RelayResult
+    events: int = 0
+    dropped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.result in ("complete", "finalised")
+
+
+async def relay(
+    source: ByteSource,
+    sink: ByteSink,
+    parser: SSEParser,
+    fmt: WireFormat,
+    idle: float,
+    request_id: str,
+    finished: bool = False,
+) -> RelayOutcome:
+    """Forward events from *source* to *sink* until the stream ends one way or another."""
+    outcome = RelayOutcome("complete")
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await source.readany()
+        except TimeoutError:
+            return await _fail(sink, fmt, request_id, outcome, "stalled", f"no data for {idle:g}s")
+        except (ClientPayloadError, ClientConnectionError) as exc:
+            detail = f"the upstream connection was lost ({type(exc).__name__})"
+            return await _fail(sink, fmt, request_id, outcome, "cut", detail)
+        try:
+            if chunk:
+                events = parser.feed(chunk)
+            else:
+                last = parser.close()
+                events = [last] if last else []
+        except SSEError as exc:
+            return await _fail(sink, fmt, request_id, outcome, "cut", str(exc))
+        out = bytearray()
+        for event in events:
+            seen = inspect(fmt, event)
+            if seen.malformed:
+                outcome.dropped += 1
+                log.warning(
+                    {"request_id": request_id, "event": "malformed_event_dropped",
+                     "bytes": len(event.raw)}
+                )  # fmt: skip
+                continue
+            out += event.raw
+            outcome.events += 1
+            if seen.error_status is not None:
+                await sink.write(bytes(out))
+                outcome.result = "upstream_error"
+                return outcome
+            if seen.terminator:
+                await sink.write(bytes(out))
+                return outcome
+            finished = finished or seen.finished
+        if out:
+            await sink.write(bytes(out))
+        if not chunk:
+            if finished:
+                await sink.write(terminator(fmt))
+                outcome.result = "finalised"
+                return outcome
+            return await _fail(
+                sink, fmt, request_id, outcome, "truncated",
+                "the upstream stream ended before the answer was complete",
+            )  # fmt: skip
+
+
+async def _fail(
+    sink: ByteSink,
+    fmt: WireFormat,
+    request_id: str,
+    outcome: RelayOutcome,
+    result: RelayResult,
+    detail: str,
+) -> RelayOutcome:
+    outcome.result = result
+    message = f"the answer was interrupted after it started: {detail}"
+    await sink.write(stream_error(fmt, message, request_id, f"stream_{result}"))
+    return outcome
