@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class SidecarConfig:
     watch: bool = True  # file-event watch; the hash poll always runs
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     clock: Clock = field(default_factory=SystemClock)
+    seed: int | None = None  # seeds backoff jitter (tests, reproducible drills)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -70,7 +72,9 @@ def create_app(config: SidecarConfig) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=proxy.HARD_BODY_LIMIT)
     store = PolicyStore(config.policies, config.environ)
     holder = RuntimeHolder()
-    registries = Registries(config.clock, BreakerRegistry(config.clock))
+    registries = Registries(
+        config.clock, BreakerRegistry(config.clock), rng=random.Random(config.seed)
+    )
     app[STORE] = store
     app[HOLDER] = holder
     app[REGISTRIES] = registries

@@ -1,9 +1,10 @@
-"""One upstream attempt: connect, first byte (and first stream event), then hand over.
+"""One upstream attempt: connect, first byte (for streams: first token), then hand over.
 
 Timeouts: ``connect`` for the TCP/TLS connect; ``first_byte`` from sending the
-request to the response headers and, for streams, the first SSE event (time
-to first token); ``idle`` between body chunks. Each is clamped to what is left
-of the route's deadline. A 200 stream whose first event is an error is a
+request to the response headers and, for streams, the first token (opening
+events such as the role chunk or ``message_start`` are held back until the
+first content event); ``idle`` between body chunks. Each is clamped to what is
+left of the route's deadline. A 200 stream whose first event is an error is a
 failure like any other (peek before commit). Failed attempts close their
 upstream response at once; a successful one hands it to the Call's resources,
 which the proxy closes when the client's answer is done (or the client left).
@@ -135,6 +136,7 @@ async def _first_part(response: ClientResponse, answer: Answer, fmt: WireFormat)
     parser = SSEParser()
     stream = Upstreaming(response.content, parser, [])
     answer.stream = stream
+    begun = False  # opening events (role chunk, message_start, ping) are held until content
     while True:
         chunk = await response.content.readany()
         events = parser.feed(chunk) if chunk else []
@@ -150,10 +152,11 @@ async def _first_part(response: ClientResponse, answer: Answer, fmt: WireFormat)
             stream.first.append(event.raw)
             stream.finished = stream.finished or seen.finished
             stream.terminated = stream.terminated or seen.terminator
-        if stream.first:
+            begun = begun or seen.substantive
+        if begun:
             return answer
         if not chunk:
-            raise AttemptFailed(Failure("status", 502, detail="stream ended before any event"))
+            raise AttemptFailed(Failure("status", 502, detail="stream ended before any content"))
 
 
 async def _read_body(response: ClientResponse, idle: float) -> bytes:

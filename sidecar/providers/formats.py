@@ -40,10 +40,17 @@ class Seen:
     finished: bool = False  # a finish_reason / stop_reason arrived
     error_status: int | None = None  # an error event, and the status it stands for
     error_message: str = ""
+    content: bool = False  # carries answer content (the first token), a finish or the end
+
+    @property
+    def substantive(self) -> bool:
+        """Whether the answer has really begun (ends the peek before the commit point)."""
+        return self.content or self.finished or self.terminator
 
 
 MALFORMED: Final = Seen(malformed=True)
 PLAIN: Final = Seen()
+CONTENT: Final = Seen(content=True)
 
 
 def inspect(fmt: WireFormat, event: Event) -> Seen:
@@ -68,14 +75,23 @@ def inspect(fmt: WireFormat, event: Event) -> Seen:
             delta = parsed.get("delta")
             if isinstance(delta, dict) and delta.get("stop_reason"):
                 return Seen(finished=True)
+        if kind == "content_block_delta":
+            return CONTENT
         return PLAIN
     if "error" in parsed:
         return _error(parsed.get("error"))
     choices = parsed.get("choices")
     if isinstance(choices, list):
         for choice in choices:
-            if isinstance(choice, dict) and choice.get("finish_reason"):
+            if not isinstance(choice, dict):
+                continue
+            if choice.get("finish_reason"):
                 return Seen(finished=True)
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and (
+                delta.get("content") or delta.get("tool_calls") or delta.get("refusal")
+            ):
+                return CONTENT
     return PLAIN
 
 
