@@ -12,16 +12,14 @@ The client is Python too, so the figure is a lower bound for the server.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import re
-import statistics
-import subprocess
 import sys
-import time
+from pathlib import Path
 
-import aiohttp
 import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import drive, run, start, stop  # noqa: E402
 
 BODIES = {
     "openai": (
@@ -39,65 +37,6 @@ BODIES = {
 }
 
 
-def start_server() -> tuple[subprocess.Popen[str], str]:
-    cores = os.cpu_count() or 1
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mock_provider", "--port", "0", "--name", "bench"],
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if cores > 1 else None,
-    )
-    assert server.stdout is not None
-    line = server.stdout.readline()
-    match = re.search(r"http://[\d.]+:\d+", line)
-    if not match:
-        server.kill()
-        raise SystemExit(f"mock provider did not start: {line!r}")
-    if cores > 1:
-        os.sched_setaffinity(0, {1})
-    return server, match.group(0)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of *pid* (Linux /proc), to tell whether the server was busy."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def drive(
-    url: str, body: bytes, seconds: float, concurrency: int, pid: int
-) -> tuple[list[float], float]:
-    latencies: list[float] = []
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    headers = {"Content-Type": "application/json"}
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def one() -> None:
-            start = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as response:
-                await response.read()
-                if response.status != 200:
-                    raise SystemExit(f"unexpected status {response.status}")
-            latencies.append(time.perf_counter() - start)
-
-        async def worker(until: float) -> None:
-            while time.perf_counter() < until:
-                await one()
-
-        warm_until = time.perf_counter() + 1.0
-        await asyncio.gather(*(worker(warm_until) for _ in range(concurrency)))
-        latencies.clear()
-        cpu_before = cpu_seconds(pid)
-        until = time.perf_counter() + seconds
-        await asyncio.gather(*(worker(until) for _ in range(concurrency)))
-        busy = (cpu_seconds(pid) - cpu_before) / seconds
-    return latencies, busy
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -108,35 +47,24 @@ def main() -> None:
     args = parser.parse_args()
     path, payload = BODIES[args.path]
     body = orjson.dumps({**payload, "stream": args.stream})
-    server, base = start_server()
+    server, base = start(["-m", "mock_provider", "--port", "0", "--name", "bench"], cpu=0)
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
     try:
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover
-            run = asyncio.run
-        else:
-            run = uvloop.run
-        latencies, busy = run(drive(base + path, body, args.seconds, args.concurrency, server.pid))
+        figures = run(drive(base + path, body, args.seconds, args.concurrency, server.pid))
     finally:
-        server.terminate()
-        server.wait(timeout=10)
-    latencies.sort()
+        stop(server)
     result = {
         "path": path,
         "stream": args.stream,
         "concurrency": args.concurrency,
         "seconds": args.seconds,
-        "requests": len(latencies),
-        "rps": round(len(latencies) / args.seconds, 1),
-        "p50_ms": round(statistics.median(latencies) * 1000, 2),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
         "server_cpus": 1 if (os.cpu_count() or 1) > 1 else "shared",
-        "server_cpu_busy": round(busy, 2),  # ~1.0: the server core was saturated
+        **figures,  # server_cpu_busy ~1.0: the server core was saturated
     }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     if args.json:
-        with open(args.json, "wb") as out:
-            out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
 
 
 if __name__ == "__main__":
