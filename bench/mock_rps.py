@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import drive, run, start, stop  # noqa: E402
+from loadgen import drive, run, start, stop
 
 BODIES = {
     "openai": (
