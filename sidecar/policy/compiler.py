@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from sidecar.policy.errors import Issue, Path, PolicyError
@@ -142,13 +142,18 @@ def _route(
         (("retry", "retry_after", "max_wait"), retry.retry_after.max_wait),
     )
     for where, value in limits:
-        if value is not None and value > deadline:
+        if value is not None and value > deadline and _has(tree, where):
             checker.at(
                 source,
                 where,
                 f"{where[-1]} ({format_duration(value)}) is longer than the deadline "
                 f"({format_duration(deadline)}); it could never fire",
             )
+    # Built-in defaults longer than a short deadline are clamped to it, not errors.
+    if timeouts.first_byte > deadline:
+        timeouts = replace(timeouts, first_byte=deadline)
+    if retry.retry_after.max_wait > deadline:
+        retry = replace(retry, retry_after=replace(retry.retry_after, max_wait=deadline))
     if retry.backoff.base > retry.backoff.max:
         checker.at(
             source,

@@ -72,6 +72,7 @@ class PolicyStore:
             files = read_files(self.directory)
             digest = content_hash(files)
             if self._active is not None and digest == self._active.hash:
+                self.last_error = None  # a bad edit was reverted: nothing is wrong any more
                 return self._count(ReloadResult("unchanged", digest))
             if self.last_error is not None and digest == self.last_error.hash:
                 return self._count(ReloadResult("unchanged", digest, self.last_error.errors))

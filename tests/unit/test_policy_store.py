@@ -1,0 +1,185 @@
+"""PolicyStore: hash-gated reloads, atomic swap, last good policy kept on error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sidecar.policy.model import PolicySet
+from sidecar.policy.store import PolicyStore, ReloadError, ReloadResult
+
+GOOD = """\
+version: 1
+upstreams:
+  a: {url: http://a, format: openai}
+routes:
+  - {name: chat, match: {path: /v1/chat/completions}, fallback: [{upstream: a}]}
+"""
+BETTER = GOOD.replace("name: chat", "name: chat2")
+BAD = GOOD.replace("upstream: a}", "upstream: b}")
+BAD_ERROR = "policy.yaml:5:77: routes[0].fallback[0].upstream: unknown upstream 'b'; defined: a"
+
+
+class Harness:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.store = PolicyStore(directory, {}, wall_clock=lambda: 1000.0)
+        self.swapped: list[PolicySet] = []
+        self.store.on_swap(self.swapped.append)
+
+    def write(self, text: str, name: str = "policy.yaml") -> None:
+        (self.directory / name).write_text(text)
+
+    def reload(self) -> ReloadResult:
+        return self.store.reload("test")
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+def stripped(errors: tuple[str, ...], directory: Path) -> list[str]:
+    return [error.replace(f"{directory}/", "") for error in errors]
+
+
+def test_first_load(harness: Harness) -> None:
+    assert harness.store.active is None
+    harness.write(GOOD)
+    result = harness.reload()
+    assert result.outcome == "loaded"
+    assert result.errors == ()
+    active = harness.store.active
+    assert active is not None
+    assert result.hash == active.hash
+    assert [route.name for route in active.routes] == ["chat"]
+    assert harness.store.loaded_at == 1000.0
+    assert harness.store.last_error is None
+    assert harness.swapped == [active]
+    assert harness.store.counts == {"loaded": 1, "unchanged": 0, "refused": 0}
+
+
+def test_unchanged_content_is_not_reloaded(harness: Harness) -> None:
+    harness.write(GOOD)
+    first = harness.reload()
+    active = harness.store.active
+    (harness.directory / "policy.yaml").write_text(GOOD)  # rewritten, same bytes
+    result = harness.reload()
+    assert result == ReloadResult("unchanged", first.hash)
+    assert harness.store.active is active
+    assert harness.swapped == [active]
+    assert harness.store.counts == {"loaded": 1, "unchanged": 1, "refused": 0}
+
+
+def test_valid_change_is_swapped_in_and_announced(harness: Harness) -> None:
+    harness.write(GOOD)
+    harness.reload()
+    old = harness.store.active
+    harness.write(BETTER)
+    result = harness.reload()
+    new = harness.store.active
+    assert result.outcome == "loaded"
+    assert new is not None
+    assert new is not old
+    assert result.hash == new.hash != (old.hash if old else None)
+    assert harness.swapped == [old, new]
+    assert [route.name for route in new.routes] == ["chat2"]
+    # A request that started on the old policy still holds a complete, unchanged object.
+    assert old is not None
+    assert [route.name for route in old.routes] == ["chat"]
+
+
+def test_invalid_change_is_refused_and_the_last_good_policy_kept(harness: Harness) -> None:
+    harness.write(GOOD)
+    harness.reload()
+    good = harness.store.active
+    harness.write(BAD)
+    result = harness.reload()
+    assert result.outcome == "refused"
+    assert result.hash is not None
+    assert stripped(result.errors, harness.directory) == [BAD_ERROR]
+    assert harness.store.active is good
+    assert harness.swapped == [good]
+    error = harness.store.last_error
+    assert isinstance(error, ReloadError)
+    assert error.hash == result.hash
+    assert error.at == 1000.0
+    assert error.errors == result.errors
+
+
+def test_same_invalid_content_again_is_unchanged(harness: Harness) -> None:
+    harness.write(GOOD)
+    harness.reload()
+    harness.write(BAD)
+    refused = harness.reload()
+    again = harness.reload()
+    assert again == ReloadResult("unchanged", refused.hash, refused.errors)
+    assert harness.store.counts == {"loaded": 1, "unchanged": 1, "refused": 1}
+
+
+def test_fixing_the_error_loads_and_clears_it(harness: Harness) -> None:
+    harness.write(GOOD)
+    harness.reload()
+    harness.write(BAD)
+    harness.reload()
+    harness.write(BETTER)
+    result = harness.reload()
+    assert result.outcome == "loaded"
+    assert harness.store.last_error is None
+    assert harness.store.active is not None
+    assert harness.store.active.hash == result.hash
+    assert len(harness.swapped) == 2
+    assert harness.store.counts == {"loaded": 2, "unchanged": 0, "refused": 1}
+
+
+def test_invalid_first_load_leaves_no_policy(harness: Harness) -> None:
+    harness.write(BAD)
+    result = harness.reload()
+    assert result.outcome == "refused"
+    assert harness.store.active is None
+    assert harness.store.loaded_at is None
+    assert harness.swapped == []
+    harness.write(GOOD)
+    assert harness.reload().outcome == "loaded"
+    assert harness.store.active is not None
+
+
+def test_unreadable_directory_is_refused_without_a_hash(tmp_path: Path) -> None:
+    harness = Harness(tmp_path / "missing")
+    result = harness.reload()
+    assert result.outcome == "refused"
+    assert result.hash is None
+    assert result.errors == (f"{tmp_path / 'missing'}: not a directory",)
+    assert harness.store.last_error == ReloadError(None, 1000.0, result.errors)
+
+
+def test_emptied_directory_keeps_the_last_good_policy(harness: Harness) -> None:
+    harness.write(GOOD)
+    harness.reload()
+    good = harness.store.active
+    (harness.directory / "policy.yaml").unlink()
+    result = harness.reload()
+    assert result.outcome == "refused"
+    assert result.errors == (f"{harness.directory}: no *.yaml policy files found",)
+    assert harness.store.active is good
+
+
+def test_adding_a_file_is_a_change(harness: Harness) -> None:
+    harness.write(GOOD)
+    harness.reload()
+    harness.write(
+        "routes:\n  - {name: other, match: {path: /other}, fallback: [{upstream: a}]}\n",
+        name="zz-more.yaml",
+    )
+    assert harness.reload().outcome == "loaded"
+    assert harness.store.active is not None
+    assert [route.name for route in harness.store.active.routes] == ["chat", "other"]
+
+
+def test_environment_is_the_one_given(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(GOOD.replace("http://a", "'${A_URL}'"))
+    store = PolicyStore(tmp_path, {"A_URL": "http://from-env"}, wall_clock=lambda: 1000.0)
+    assert store.reload().outcome == "loaded"
+    assert store.active is not None
+    assert store.active.upstreams["a"].url == "http://from-env"
