@@ -14,6 +14,7 @@ from aiohttp import web
 
 from sidecar import admin, proxy
 from sidecar.errors import SidecarError, client_format, error_response
+from sidecar.observability.logs import log_breaker_event
 from sidecar.pipeline.build import Registries, make_runtime
 from sidecar.pipeline.fallback import AllBreakersOpen
 from sidecar.policy.model import PolicySet
@@ -75,6 +76,7 @@ def create_app(config: SidecarConfig) -> web.Application:
     registries = Registries(
         config.clock, BreakerRegistry(config.clock), rng=random.Random(config.seed)
     )
+    registries.breakers.listeners.append(log_breaker_event)
     app[STORE] = store
     app[HOLDER] = holder
     app[REGISTRIES] = registries

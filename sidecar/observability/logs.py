@@ -7,7 +7,10 @@ from typing import Final
 
 import orjson
 
+from sidecar.resilience.breaker import BreakerEvent, BreakerOpened
+
 attempt_log: Final = logging.getLogger("sidecar.attempt")
+breaker_log: Final = logging.getLogger("sidecar.breaker")
 request_log: Final = logging.getLogger("sidecar.request")
 
 
@@ -37,6 +40,16 @@ def log_request(fields: dict[str, object]) -> None:
     """request_id, route, outcome, status, attempts, upstream, latency_ms."""
     if request_log.isEnabledFor(logging.INFO):
         request_log.info(fields)
+
+
+def log_breaker_event(event: BreakerEvent) -> None:
+    """Subscribed to every breaker: one line per state change."""
+    fields: dict[str, object] = {"event": type(event).__name__, "breaker": event.key}
+    if isinstance(event, BreakerOpened):
+        fields["reason"] = event.reason
+        breaker_log.warning(fields)
+    else:
+        breaker_log.info(fields)
 
 
 def configure(level: int = logging.INFO) -> None:
