@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -28,17 +27,26 @@ _NOT_RETURNED: Final = frozenset({"content-length", "content-encoding", "server"
 CREDENTIALS: Final = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 
 
-def _connection_listed(headers: Mapping[str, str]) -> set[str]:
-    value = headers.get("connection", "")
+def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
+    value = ",".join(headers.getall("connection", []))  # the field may be repeated
     return {token.strip().lower() for token in value.split(",") if token.strip()}
 
 
 def upstream_headers(
-    incoming: CIMultiDictProxy[str], upstream: Upstream, request_id: str
+    incoming: CIMultiDictProxy[str],
+    upstream: Upstream,
+    request_id: str,
+    client_format: str | None = None,
 ) -> CIMultiDict[str]:
-    """Headers for an upstream attempt: the client's, minus hop-by-hop and foreign credentials."""
+    """Headers for an upstream attempt: the client's, minus hop-by-hop and foreign credentials.
+
+    The client's own credentials reach an upstream only when the policy sets no
+    auth for it and it speaks the client's wire format: one provider's key is
+    never sent to another.
+    """
     drop = HOP_BY_HOP | _NOT_FORWARDED | _connection_listed(incoming)
-    if upstream.auth is not None:
+    foreign = client_format is not None and client_format != upstream.format
+    if upstream.auth is not None or foreign:
         drop |= set(CREDENTIALS)
     out: CIMultiDict[str] = CIMultiDict(
         (key, value) for key, value in incoming.items() if key.lower() not in drop

@@ -82,10 +82,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
             return response
     except asyncio.CancelledError:
         outcome = "client_cancelled"
-        if answer is not None:
-            answer.done("cancelled")
         raise
     finally:
+        if answer is not None:
+            answer.done("cancelled")  # no-op when _write already reported the result
         log_request(
             {
                 "request_id": rid,

@@ -75,7 +75,9 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
                             call.method,
                             base_url + call.path_qs,
                             data=body or None,
-                            headers=upstream_headers(call.headers, upstream, call.request_id),
+                            headers=upstream_headers(
+                                call.headers, upstream, call.request_id, call.client_format
+                            ),
                             timeout=client_timeout,
                             allow_redirects=False,
                         )

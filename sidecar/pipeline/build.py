@@ -76,7 +76,7 @@ def make_pipeline(route: Route, registries: Registries, session: ClientSession) 
             ],
             make_attempt(route, target, deps),
         )
-        targets.append((name, chain))
+        targets.append((name, chain, target.when))
 
     handle = fold(
         [

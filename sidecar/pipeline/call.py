@@ -21,7 +21,7 @@ from sidecar.resilience.retry import Failure, MoveOnReason
 from sidecar.streaming.sse import SSEParser
 
 Completion = Literal["success", "failure", "cancelled"]
-SkipReason = MoveOnReason | Literal["breaker_open", "format_mismatch"]
+SkipReason = MoveOnReason | Literal["breaker_open", "format_mismatch", "context_length"]
 
 
 @dataclass(slots=True)

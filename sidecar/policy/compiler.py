@@ -29,6 +29,7 @@ from sidecar.policy.model import (
     Route,
     Secret,
     Target,
+    TargetWhen,
     Timeouts,
     Upstream,
     Validation,
@@ -186,7 +187,14 @@ def _route(
                 upstream,
                 cast(str | None, raw.get("model")),
                 tuple((pattern, cast(str, model)) for pattern, model in model_map.items()),
+                cast(TargetWhen, raw.get("when", "always")),
             )
+        )
+    if targets and all(target.when != "always" for target in targets):
+        checker.at(
+            source,
+            ("fallback",),
+            "every target is 'when: context_length_exceeded'; at least one must be a regular one",
         )
     if len(checker.issues) != before:
         return None

@@ -128,6 +128,12 @@ def _target_lines(route: Route, index: int, target: Target) -> list[str]:
 
 
 def _model_text(target: Target) -> str:
+    if target.when == "context_length_exceeded":
+        return ", only after a context-length rejection" + _model_only(target)
+    return _model_only(target)
+
+
+def _model_only(target: Target) -> str:
     if target.model:
         return f", model → {target.model}"
     if target.model_map:
@@ -194,4 +200,5 @@ def _target_json(target: Target) -> JSON:
         "upstream": target.upstream.name,
         "model": target.model,
         "model_map": dict(target.model_map) or None,
+        "when": target.when,
     }

@@ -143,11 +143,15 @@ class Breaker:
     key: BreakerKey = "upstream"
 
 
+TargetWhen = Literal["always", "context_length_exceeded"]
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     upstream: Upstream
     model: str | None = None
     model_map: tuple[tuple[str, str], ...] = ()
+    when: TargetWhen = "always"  # context_length_exceeded: only after a too-long prompt
 
     def model_for(self, requested: str | None) -> str | None:
         """The model to send upstream for a request that asked for *requested*."""

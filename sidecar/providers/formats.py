@@ -96,11 +96,14 @@ def inspect(fmt: WireFormat, event: Event) -> Seen:
 
 
 def _error(error: object) -> Seen:
-    kind, message = "api_error", "upstream stream error"
+    status, message = _ERROR_STATUS["api_error"], "upstream stream error"
     if isinstance(error, dict):
-        kind = str(error.get("type") or error.get("code") or kind)
+        # OpenAI's own 429 is {"type": "tokens" | "requests", "code": "rate_limit_exceeded"}:
+        # the first of type and code that names a known error decides.
+        kinds = [str(error[key]) for key in ("type", "code") if error.get(key)] or ["api_error"]
+        status = next((_ERROR_STATUS[kind] for kind in kinds if kind in _ERROR_STATUS), 502)
         message = str(error.get("message") or message)
-    return Seen(error_status=_ERROR_STATUS.get(kind, 502), error_message=message)
+    return Seen(error_status=status, error_message=message)
 
 
 def terminator(fmt: WireFormat) -> bytes:
@@ -124,3 +127,19 @@ def stream_error(fmt: WireFormat, message: str, request_id: str, kind: str) -> b
         "request_id": request_id,
     }
     return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+_CONTEXT_MARKERS: Final = (
+    b"context_length_exceeded",
+    b"maximum context length",
+    b"prompt is too long",
+    b"context window",
+)
+
+
+def is_context_length_error(status: int, body: bytes) -> bool:
+    """A 400 that says the prompt does not fit the model (OpenAI and Anthropic wordings)."""
+    if status != 400:
+        return False
+    lowered = body[:4096].lower()
+    return any(marker in lowered for marker in _CONTEXT_MARKERS)

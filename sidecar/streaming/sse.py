@@ -5,7 +5,8 @@ ends an event. ``data:`` lines are joined with newlines, ``event:`` sets the
 type, ``id:`` and ``retry:`` are kept, lines starting with ``:`` are comments.
 Each event also carries the exact bytes it was made of (``raw``), so a relay
 can forward upstream bytes untouched instead of re-serialising them. A line
-longer than ``max_line`` is an error: garbage must not grow memory forever.
+longer than ``max_line``, or an event larger than ``max_event``, is an error:
+garbage must not grow memory forever.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 MAX_LINE: Final = 1024 * 1024
+MAX_EVENT: Final = 8 * 1024 * 1024
 
 
 class SSEError(ValueError):
@@ -29,8 +31,9 @@ class Event:
 
 
 class SSEParser:
-    def __init__(self, max_line: int = MAX_LINE) -> None:
+    def __init__(self, max_line: int = MAX_LINE, max_event: int = MAX_EVENT) -> None:
         self._max_line = max_line
+        self._max_event = max_event
         self._buffer = bytearray()
         self._raw = bytearray()
         self._data: list[str] = []
@@ -60,8 +63,12 @@ class SSEParser:
                 end, after = newline, newline + 1
             else:
                 break
+            if end - start > self._max_line:
+                raise SSEError(f"SSE line longer than {self._max_line} bytes")
             line = bytes(buffer[start:end])
             self._raw += buffer[start:after]
+            if len(self._raw) > self._max_event:
+                raise SSEError(f"SSE event larger than {self._max_event} bytes")
             start = after
             event = self._line(line)
             if event is not None:
@@ -77,7 +84,9 @@ class SSEParser:
             line = bytes(self._buffer).rstrip(b"\r")
             self._raw += self._buffer
             self._buffer.clear()
-            self._line(line)
+            event = self._line(line)
+            if event is not None:
+                return event  # the buffered line was the blank one (a trailing lone CR)
         if self._seen_field:
             return self._dispatch()
         return None

@@ -148,11 +148,12 @@ def test_policy_json_routes_show_effective_values(policy: PolicySet) -> None:
             "key": "upstream_model",
         },
         "fallback": [
-            {"upstream": "openai", "model": None, "model_map": None},
+            {"upstream": "openai", "model": None, "model_map": None, "when": "always"},
             {
                 "upstream": "anthropic",
                 "model": None,
                 "model_map": {"gpt-4o-mini*": "claude-haiku", "*": "claude-sonnet"},
+                "when": "always",
             },
         ],
     }
@@ -161,7 +162,9 @@ def test_policy_json_routes_show_effective_values(policy: PolicySet) -> None:
     assert rest["retry"]["retry_after"] == {"honor": False, "max_wait": "5s"}
     assert rest["breaker"]["enabled"] is False
     assert rest["breaker"]["consecutive_failures"] == 5
-    assert rest["fallback"] == [{"upstream": "openai", "model": "gpt-4o", "model_map": None}]
+    assert rest["fallback"] == [
+        {"upstream": "openai", "model": "gpt-4o", "model_map": None, "when": "always"}
+    ]
 
 
 # --- explain ----------------------------------------------------------------------------

@@ -1,0 +1,169 @@
+"""Header hygiene: hop-by-hop stripped both ways, upstream auth from the policy only."""
+
+from __future__ import annotations
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from sidecar.headers import HOP_BY_HOP, client_headers, upstream_headers
+from sidecar.policy.model import Auth, Secret, Upstream
+
+OPENAI = Upstream(
+    "openai",
+    "https://api.openai.com",
+    "openai",
+    Auth("Authorization", Secret("Bearer sk-policy")),
+)
+ANTHROPIC = Upstream(
+    "anthropic", "https://api.anthropic.com", "anthropic", Auth("x-api-key", Secret("ak-policy"))
+)
+OPEN = Upstream("local", "http://localhost:8000", "openai")  # no auth in the policy
+
+
+def headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(pairs))
+
+
+def test_upstream_strips_hop_by_hop_and_framing() -> None:
+    incoming = headers(
+        ("Host", "localhost:8080"),
+        ("Content-Length", "123"),
+        ("Accept-Encoding", "gzip, br"),
+        ("Connection", "keep-alive"),
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Authorization", "Basic xyz"),
+        ("Proxy-Connection", "keep-alive"),
+        ("TE", "trailers"),
+        ("Trailer", "x-checksum"),
+        ("Transfer-Encoding", "chunked"),
+        ("Upgrade", "h2c"),
+        ("Content-Type", "application/json"),
+        ("Accept", "text/event-stream"),
+        ("OpenAI-Beta", "assistants=v2"),
+    )
+    out = upstream_headers(incoming, OPEN, "rid-1")
+    assert dict(out) == {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream",
+        "OpenAI-Beta": "assistants=v2",
+        "x-request-id": "rid-1",
+    }
+
+
+def test_upstream_strips_headers_named_in_connection() -> None:
+    incoming = headers(
+        ("Connection", "close, X-Hop , x-other"),
+        ("X-Hop", "1"),
+        ("x-OTHER", "2"),
+        ("X-Stay", "3"),
+    )
+    out = upstream_headers(incoming, OPEN, "rid")
+    assert "X-Hop" not in out
+    assert "x-other" not in out
+    assert out["X-Stay"] == "3"
+
+
+def test_every_connection_header_is_honoured() -> None:
+    incoming = headers(
+        ("Connection", "x-one"), ("Connection", "x-two"), ("X-One", "1"), ("X-Two", "2")
+    )
+    assert "X-Two" not in upstream_headers(incoming, OPEN, "rid")
+    assert "X-Two" not in client_headers(incoming)
+
+
+def test_upstream_auth_replaces_client_credentials() -> None:
+    incoming = headers(
+        ("Authorization", "Bearer sk-client"),
+        ("x-api-key", "client-key"),
+        ("api-key", "azure-key"),
+        ("x-goog-api-key", "goog"),
+        ("anthropic-version", "2023-06-01"),
+    )
+    out = upstream_headers(incoming, ANTHROPIC, "rid")
+    assert out.getall("x-api-key") == ["ak-policy"]
+    assert "Authorization" not in out
+    assert "api-key" not in out
+    assert "x-goog-api-key" not in out
+    assert out["anthropic-version"] == "2023-06-01"
+
+    out = upstream_headers(incoming, OPENAI, "rid")
+    assert out.getall("authorization") == ["Bearer sk-policy"]
+    assert "x-api-key" not in out
+    assert "api-key" not in out
+
+
+def test_upstream_auth_with_a_custom_header() -> None:
+    custom = Upstream("gw", "http://gw", "openai", Auth("X-Gateway-Token", Secret("gw-token")))
+    incoming = headers(("Authorization", "Bearer sk-client"), ("x-gateway-token", "forged"))
+    out = upstream_headers(incoming, custom, "rid")
+    assert out.getall("x-gateway-token") == ["gw-token"]
+    assert "Authorization" not in out
+
+
+def test_client_credentials_kept_without_upstream_auth() -> None:
+    incoming = headers(("Authorization", "Bearer sk-client"), ("x-api-key", "client-key"))
+    out = upstream_headers(incoming, OPEN, "rid")
+    assert out["Authorization"] == "Bearer sk-client"
+    assert out["x-api-key"] == "client-key"
+
+
+def test_request_id_is_always_set() -> None:
+    incoming = headers(("X-Request-Id", "from-client"), ("x-request-id", "dupe"))
+    out = upstream_headers(incoming, OPENAI, "rid-7")
+    assert out.getall("x-request-id") == ["rid-7"]
+    assert upstream_headers(headers(), OPEN, "rid-8") == CIMultiDict({"x-request-id": "rid-8"})
+
+
+def test_repeated_headers_are_kept() -> None:
+    incoming = headers(("X-Tag", "a"), ("X-Tag", "b"))
+    assert upstream_headers(incoming, OPEN, "rid").getall("x-tag") == ["a", "b"]
+
+
+def test_input_is_not_modified() -> None:
+    incoming = headers(("Authorization", "Bearer sk-client"), ("Connection", "close"))
+    upstream_headers(incoming, OPENAI, "rid")
+    assert dict(incoming) == {"Authorization": "Bearer sk-client", "Connection": "close"}
+
+
+def test_client_headers_strip_hop_by_hop_and_framing() -> None:
+    response = headers(
+        ("Content-Type", "text/event-stream"),
+        ("Content-Length", "10"),
+        ("Content-Encoding", "gzip"),
+        ("Transfer-Encoding", "chunked"),
+        ("Connection", "keep-alive, X-Internal"),
+        ("Keep-Alive", "timeout=5"),
+        ("X-Internal", "secret-route"),
+        ("Server", "cloudflare"),
+        ("Date", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        ("x-ratelimit-remaining-requests", "99"),
+        ("retry-after", "2"),
+        ("openai-processing-ms", "12"),
+        ("Set-Cookie", "a=1"),
+        ("Set-Cookie", "b=2"),
+    )
+    out = client_headers(response)
+    assert list(out.items()) == [
+        ("Content-Type", "text/event-stream"),
+        ("x-ratelimit-remaining-requests", "99"),
+        ("retry-after", "2"),
+        ("openai-processing-ms", "12"),
+        ("Set-Cookie", "a=1"),
+        ("Set-Cookie", "b=2"),
+    ]
+
+
+def test_hop_by_hop_set() -> None:
+    assert {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+    } <= HOP_BY_HOP
+    assert all(name == name.lower() for name in HOP_BY_HOP)
+
+
+def test_secret_is_never_in_repr() -> None:
+    assert "sk-policy" not in repr(OPENAI)
+    assert "sk-policy" not in str(OPENAI.auth)
