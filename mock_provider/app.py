@@ -213,7 +213,10 @@ def _check_key(request: web.Request, flavour: Flavour, api_key: str | None) -> N
     if api_key is None:
         return
     if flavour is ANTHROPIC:
-        presented = request.headers.get("x-api-key", "")
+        # x-api-key, or a Bearer token: the anthropic SDK 2.x sends its api_key that way.
+        presented = request.headers.get("x-api-key") or request.headers.get(
+            "Authorization", ""
+        ).removeprefix("Bearer ")
     else:
         presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
     if not hmac.compare_digest(presented.encode(), api_key.encode()):

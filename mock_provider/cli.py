@@ -17,6 +17,7 @@ from mock_provider.content import DEFAULT_ANSWER
 from mock_provider.state import DEFAULT_MODELS, MockSettings
 
 log = logging.getLogger("mock_provider")
+SHUTDOWN_TIMEOUT = 0.5  # seconds
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -47,7 +48,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 async def serve(settings: MockSettings, host: str, port: int, access_log: bool) -> None:
     """Serve until SIGINT or SIGTERM; print the bound address first (for scripts and tests)."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=log if access_log else None)
+    # A short grace for requests in flight: hangs and stalls never finish on their own,
+    # and aiohttp's default (60 s) would hold SIGTERM up that long.
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=log if access_log else None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     try:

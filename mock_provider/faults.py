@@ -167,7 +167,7 @@ def _fail(name: str, raw: object) -> int | FailMode:
     if text in FAIL_MODES:
         return text  # type: ignore[return-value]
     valid = f"an HTTP status 400-599 or one of {', '.join(FAIL_MODES)}"
-    if isinstance(raw, bool) or not text.isdigit():
+    if isinstance(raw, bool) or not text.isdecimal():
         raise FaultError(f"unknown fail value {raw!r}; valid: {valid}")
     status = int(text)
     if not 400 <= status <= 599:
