@@ -25,11 +25,17 @@ HOP_BY_HOP: Final = frozenset(
 _NOT_FORWARDED: Final = frozenset({"host", "content-length", "accept-encoding"})
 _NOT_RETURNED: Final = frozenset({"content-length", "content-encoding", "server", "date"})
 CREDENTIALS: Final = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+_REQUEST_DROP: Final = HOP_BY_HOP | _NOT_FORWARDED
+_REQUEST_DROP_WITH_CREDENTIALS: Final = _REQUEST_DROP | frozenset(CREDENTIALS)
+_RESPONSE_DROP: Final = HOP_BY_HOP | _NOT_RETURNED
 
 
-def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
-    value = ",".join(headers.getall("connection", []))  # the field may be repeated
-    return {token.strip().lower() for token in value.split(",") if token.strip()}
+def _with_connection_listed(base: frozenset[str], headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    """*base* plus the headers a Connection field names (rare: checked only when present)."""
+    if "connection" not in headers:
+        return base
+    value = ",".join(headers.getall("connection"))  # the field may be repeated
+    return base | {token.strip().lower() for token in value.split(",") if token.strip()}
 
 
 def upstream_headers(
@@ -44,10 +50,9 @@ def upstream_headers(
     auth for it and it speaks the client's wire format: one provider's key is
     never sent to another.
     """
-    drop = HOP_BY_HOP | _NOT_FORWARDED | _connection_listed(incoming)
     foreign = client_format is not None and client_format != upstream.format
-    if upstream.auth is not None or foreign:
-        drop |= set(CREDENTIALS)
+    base = _REQUEST_DROP_WITH_CREDENTIALS if upstream.auth is not None or foreign else _REQUEST_DROP
+    drop = _with_connection_listed(base, incoming)
     out: CIMultiDict[str] = CIMultiDict(
         (key, value) for key, value in incoming.items() if key.lower() not in drop
     )
@@ -59,7 +64,7 @@ def upstream_headers(
 
 def client_headers(upstream_response: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """Headers for the client: the upstream's, minus hop-by-hop and framing ones."""
-    drop = HOP_BY_HOP | _NOT_RETURNED | _connection_listed(upstream_response)
+    drop = _with_connection_listed(_RESPONSE_DROP, upstream_response)
     return CIMultiDict(
         (key, value) for key, value in upstream_response.items() if key.lower() not in drop
     )

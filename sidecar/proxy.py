@@ -9,6 +9,7 @@ fail over; after it, a failure becomes one final error event in the stream.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from typing import Final
@@ -28,13 +29,19 @@ HARD_BODY_LIMIT: Final = 64 * 1024 * 1024
 _MAX_ID_LENGTH: Final = 128
 
 
+# New ids: a random per-process prefix plus a counter — unique across replicas, and
+# without a urandom syscall per request.
+_ID_PREFIX: Final = uuid.uuid4().hex[:16]
+_ids = itertools.count(1)
+
+
 def request_id(request: web.Request) -> str:
     """The client's x-request-id when sane, else a new one; stored on the request."""
     if REQUEST_ID in request:
         return request[REQUEST_ID]
     given = request.headers.get("x-request-id", "")
     valid = 0 < len(given) <= _MAX_ID_LENGTH and given.isprintable() and given.isascii()
-    chosen = given if valid else uuid.uuid4().hex
+    chosen = given if valid else f"{_ID_PREFIX}{next(_ids):016x}"
     request[REQUEST_ID] = chosen
     return chosen
 
@@ -141,6 +148,11 @@ async def _read_body(request: web.Request, policy: PolicySet) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    if declared is not None:
+        try:
+            return await request.content.readexactly(declared) if declared else b""
+        except asyncio.IncompleteReadError:
+            raise InvalidRequest("the request body is shorter than its Content-Length") from None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():

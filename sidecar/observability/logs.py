@@ -60,4 +60,9 @@ def configure(level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    # Caller, thread and process lookups cost more than the line itself on the hot path.
+    logging._srcfile = None  # the documented switch
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

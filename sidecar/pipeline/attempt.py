@@ -162,17 +162,20 @@ async def _first_part(response: ClientResponse, answer: Answer, fmt: WireFormat)
 
 
 async def _read_body(response: ClientResponse, idle: float) -> bytes:
+    """The whole body; at most *idle* seconds of silence between chunks."""
     chunks: list[bytes] = []
     size = 0
-    while True:
-        async with asyncio.timeout(idle):
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(idle) as silence:
+        while True:
             chunk = await response.content.readany()
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise AttemptFailed(Failure("status", 502, detail="upstream body too large"))
-        chunks.append(chunk)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise AttemptFailed(Failure("status", 502, detail="upstream body too large"))
+            chunks.append(chunk)
+            silence.reschedule(loop.time() + idle)
 
 
 def _check_json(answer: Answer) -> None:

@@ -54,7 +54,7 @@ class PolicyWatcher:
                     directory,
                     watch_filter=None,
                     debounce=self._debounce_ms,
-                    step=10,
+                    step=50,
                     stop_event=self._stop,
                     recursive=True,
                 ):

@@ -233,7 +233,7 @@ class BreakerRegistry:
         if breaker is None:
             breaker = CircuitBreaker(key, policy, self._clock, self.listeners)
             self._breakers[key] = breaker
-        elif breaker.policy != policy:
+        elif breaker.policy is not policy:  # a reload compiled new (maybe equal) settings
             breaker.reconfigure(policy)
         return breaker
 
