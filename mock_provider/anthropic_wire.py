@@ -119,9 +119,14 @@ class AnthropicFlavour:
     def stream_done(self) -> bytes:
         return sse({"type": "message_stop"}, "message_stop")
 
-    def error(self, status: int, message: str, param: str | None = None) -> JSON:
+    def error(
+        self, status: int, message: str, param: str | None = None, code: str | None = None
+    ) -> JSON:
         kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
+
+    def stream_error(self, status: int, message: str) -> bytes:
+        return sse(self.error(status, message), "error")
 
 
 def _stop_reason(reply: Reply) -> str:

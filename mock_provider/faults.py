@@ -12,21 +12,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Final, Literal
 
-FailMode = Literal["timeout", "reset", "hang"]
-FAIL_MODES: Final = ("timeout", "reset", "hang")
+FailMode = Literal["timeout", "reset", "hang", "context_length"]
+FAIL_MODES: Final = ("timeout", "reset", "hang", "context_length")
 HEADER_PREFIX: Final = "x-mock-"
 DEFAULT_TIMEOUT_MS: Final = 30_000
 
 # name -> (kind, help). Kinds: ms / count / seconds / flag / fail.
 VOCABULARY: Final[dict[str, tuple[str, str]]] = {
     "delay": ("ms", "wait this long before answering at all"),
-    "fail": ("fail", "answer with this HTTP status, or timeout | reset | hang"),
+    "fail": ("fail", "answer with this HTTP status, or timeout | reset | hang | context_length"),
     "retry_after": ("seconds", "send Retry-After with a failure"),
     "timeout_ms": ("ms", "how long fail=timeout holds the request before its 504"),
     "fail_chunk": ("count", "cut the connection after n stream chunks"),
     "stall_chunk": ("count", "pause the stream after n chunks, for stall_ms"),
     "stall_ms": ("ms", "length of the stall_chunk pause"),
     "malformed_chunk": ("count", "stream chunk n carries invalid JSON"),
+    "error_chunk": ("count", "stream: an error event after n chunks, then the end"),
     "no_done": ("flag", "end the stream without [DONE] / message_stop"),
     "ttft_ms": ("ms", "time to first token"),
     "chunk_ms": ("ms", "pause between stream chunks"),
@@ -51,6 +52,7 @@ class Fault:
     stall_chunk: int | None = None
     stall_ms: int = 0
     malformed_chunk: int | None = None
+    error_chunk: int | None = None
     no_done: bool = False
     ttft_ms: int = 0
     chunk_ms: int = 0
@@ -64,6 +66,8 @@ class Fault:
             return "stream_cut"
         if self.malformed_chunk is not None:
             return "malformed_chunk"
+        if self.error_chunk is not None:
+            return "error_chunk"
         if self.stall_chunk is not None:
             return "stream_stall"
         if self.no_done:

@@ -98,11 +98,17 @@ class OpenAIFlavour:
     def stream_done(self) -> bytes:
         return DONE
 
-    def error(self, status: int, message: str, param: str | None = None) -> JSON:
-        kind, code = _ERROR_TYPES.get(
+    def error(
+        self, status: int, message: str, param: str | None = None, code: str | None = None
+    ) -> JSON:
+        kind, default_code = _ERROR_TYPES.get(
             status, ("server_error" if status >= 500 else "invalid_request_error", str(status))
         )
-        return {"error": {"message": message, "type": kind, "code": code, "param": param}}
+        body = {"message": message, "type": kind, "code": code or default_code, "param": param}
+        return {"error": body}
+
+    def stream_error(self, status: int, message: str) -> bytes:
+        return sse(self.error(status, message))
 
 
 def _finish_reason(reply: Reply) -> str:

@@ -53,6 +53,13 @@ async def failure(request: web.Request, flavour: Flavour, name: str, fault: Faul
         case "timeout":
             await pause(fault.timeout_ms)
             return error_response(flavour, name, 504, "Timed out (simulated by the mock provider)")
+        case "context_length":
+            message = (
+                "prompt is too long: 210000 tokens > 200000 maximum (simulated); "
+                "This model's maximum context length is 200000 tokens"
+            )
+            body = flavour.error(400, message, "messages", "context_length_exceeded")
+            return json_response(body, name, 400)
         case int(status):
             message = _MESSAGES.get(status, f"Simulated {status} error from the mock provider")
             response = error_response(flavour, name, status, message)
@@ -93,6 +100,8 @@ async def stream(
         }
     )
     await response.prepare(request)
+    if fault.error_chunk == 0:  # a 200 whose very first event is an error
+        return await _error_event(response, flavour)
     await response.write(b"".join(flavour.stream_head(reply)))
     await pause(fault.ttft_ms)
     if await _strike(request, fault, 0):
@@ -104,6 +113,8 @@ async def stream(
             await response.write(flavour.stream_malformed(reply))
         else:
             await response.write(flavour.stream_chunk(reply, text))
+        if sent == fault.error_chunk:
+            return await _error_event(response, flavour)
         if await _strike(request, fault, sent):
             return response
     if fault.fail_chunk is not None:  # asked to cut after more chunks than there are
@@ -113,6 +124,14 @@ async def stream(
     if not fault.no_done:
         tail.append(flavour.stream_done())
     await response.write(b"".join(tail))
+    await response.write_eof()
+    return response
+
+
+async def _error_event(response: web.StreamResponse, flavour: Flavour) -> web.StreamResponse:
+    """End the stream with the provider's "overloaded" error event, as real providers do."""
+    status = flavour.overloaded_status
+    await response.write(flavour.stream_error(status, _MESSAGES[status]))
     await response.write_eof()
     return response
 

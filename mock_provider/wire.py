@@ -78,8 +78,14 @@ class Flavour(Protocol):
         """The terminating marker: ``[DONE]`` or ``message_stop``."""
         ...
 
-    def error(self, status: int, message: str, param: str | None = None) -> JSON:
-        """An error body in this format."""
+    def error(
+        self, status: int, message: str, param: str | None = None, code: str | None = None
+    ) -> JSON:
+        """An error body in this format (*code* overrides OpenAI's default code)."""
+        ...
+
+    def stream_error(self, status: int, message: str) -> bytes:
+        """An error event inside a 200 stream, as the provider sends one."""
         ...
 
 

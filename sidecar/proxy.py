@@ -124,9 +124,9 @@ async def _write(
     streaming = web.StreamResponse(status=answer.status, headers=headers)
     await streaming.prepare(request)  # the commit point
     await streaming.write(b"".join(stream.first))
-    if stream.terminated:
-        result = "complete"
-        ok = True
+    if stream.terminated or stream.errored:
+        result = "complete" if stream.terminated else "upstream_error"
+        ok = stream.terminated
     else:
         outcome = await relay(
             stream.content,  # type: ignore[arg-type]

@@ -147,13 +147,17 @@ async def _first_part(response: ClientResponse, answer: Answer, fmt: WireFormat)
             events = [last] if last else []
         for event in events:
             seen = inspect(fmt, event)
-            if seen.error_status is not None:
+            if seen.error_status is not None and not begun:
                 raise AttemptFailed(Failure("status", seen.error_status, detail=seen.error_message))
             if seen.malformed:
                 continue
             stream.first.append(event.raw)
             stream.finished = stream.finished or seen.finished
-            stream.terminated = stream.terminated or seen.terminator
+            if seen.terminator or seen.error_status is not None:
+                # The stream ended in this same read: after the commit point, as it is.
+                stream.terminated = seen.terminator
+                stream.errored = seen.error_status is not None
+                return answer
             begun = begun or seen.substantive
         if begun:
             return answer

@@ -33,6 +33,7 @@ class Upstreaming:
     first: list[bytes]  # raw bytes of the events read before the commit point
     finished: bool = False  # a finish/stop reason was among the first events
     terminated: bool = False  # the terminator was among the first events
+    errored: bool = False  # an error event (after the first token) was among them
 
 
 @dataclass(slots=True)

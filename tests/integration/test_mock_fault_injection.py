@@ -249,6 +249,38 @@ async def test_malformed_chunk(chat, control, channel) -> None:
     assert outcome.text == "".join(TOKENS[:2])
 
 
+@pytest.mark.parametrize("n", [0, 2])
+async def test_error_chunk(chat, control, flavour, channel, n) -> None:
+    """A 200 stream that carries the provider's overloaded error event, then ends."""
+    outcome = await send(chat, control, channel, {"error_chunk": n}, stream=True)
+    expected = (openai.APIError,) if flavour == "openai" else (anthropic.APIStatusError,)
+    assert isinstance(outcome.error, expected)
+    assert "overloaded" in str(outcome.error).lower()
+    assert outcome.text == "".join(TOKENS[:n])
+
+
+async def test_error_chunk_on_the_wire(chat, control, flavour, channel) -> None:
+    outcome = await send(chat, control, channel, {"error_chunk": 0}, stream=True, raw=True)
+    events = outcome.raw.split(b"\n\n")
+    assert events[-1] == b""
+    assert len(events) == 2  # the error event is the first and only one
+    if flavour == "openai":
+        assert events[0].startswith(b'data: {"error":')
+    else:
+        assert events[0].startswith(b"event: error\ndata: ")
+        assert b"overloaded_error" in events[0]
+
+
+async def test_context_length(chat, control, flavour, channel) -> None:
+    outcome = await send(chat, control, channel, {"fail": "context_length"})
+    expected = openai.BadRequestError if flavour == "openai" else anthropic.BadRequestError
+    assert isinstance(outcome.error, expected)
+    assert outcome.error.status_code == 400
+    assert "prompt is too long" in str(outcome.error)
+    if flavour == "openai":
+        assert outcome.error.code == "context_length_exceeded"
+
+
 async def test_stall_chunk(drivers, control) -> None:
     fault = {"stall_chunk": 2, "stall_ms": 200}
     for label, _, _, outcome in await send_everywhere(drivers, control, fault, streams=[True]):

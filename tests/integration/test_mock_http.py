@@ -18,7 +18,7 @@ OPENAI_BODY = {"model": "gpt-4o", "messages": MESSAGES}
 ANTHROPIC_BODY = {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": MESSAGES}
 BODIES = {"openai": OPENAI_BODY, "anthropic": ANTHROPIC_BODY}
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
-VALID_FAIL = "valid: an HTTP status 400-599 or one of timeout, reset, hang"
+VALID_FAIL = "valid: an HTTP status 400-599 or one of timeout, reset, hang, context_length"
 FLAVOURS = pytest.mark.parametrize("flavour", ["openai", "anthropic"])
 
 
@@ -138,19 +138,19 @@ async def test_other_bad_fault_parameters(http, flavour: str) -> None:
     )
     assert status == 400
     text, _ = error_message(flavour, body)
-    assert text.startswith("unknown fault parameter 'explode'; valid: chunk_ms, delay, fail")
+    assert text.startswith("unknown fault parameter 'explode'; valid: chunk_ms, delay, error_chunk")
     status, body = await post(http, PATHS[flavour], json=BODIES[flavour], params={"delay": "x"})
     assert status == 400
     assert error_message(flavour, body)[0] == "delay must be an integer, got 'x'"
 
 
 async def test_sdk_sees_bad_fault_values_as_bad_request(openai_client, anthropic_client) -> None:
-    with pytest.raises(openai.BadRequestError, match="timeout, reset, hang") as info:
+    with pytest.raises(openai.BadRequestError, match="reset, hang, context_length") as info:
         await openai_client.chat.completions.create(
             model="gpt-4o", messages=MESSAGES, extra_query={"fail": "sometimes"}
         )
     assert info.value.body["type"] == "invalid_request_error"
-    with pytest.raises(anthropic.BadRequestError, match="timeout, reset, hang") as error:
+    with pytest.raises(anthropic.BadRequestError, match="reset, hang, context_length") as error:
         await anthropic_client.messages.create(
             model="claude-sonnet-4-6",
             max_tokens=64,

@@ -60,6 +60,7 @@ routes:
     fallback:
       - upstream: primary
       - upstream: secondary
+      - {{upstream: secondary, model: gpt-4o-long, when: context_length_exceeded}}
 """
 
 
@@ -265,6 +266,29 @@ async def test_client_errors_are_returned_at_once_never_retried_or_failed_over(
     assert await s.calls(s.secondary) == 0
 
 
+async def test_context_length_goes_to_the_larger_context_target(stack: StackFactory) -> None:
+    s = await stack()
+    await s.script(s.primary, {"script": [{"fail": "context_length"}]})
+    raw = await s.client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES
+    )
+    assert raw.headers["x-sidecar-upstream"] == "secondary"
+    assert raw.parse().model == "gpt-4o-long"
+    assert await s.calls(s.primary) == 1
+
+
+async def test_context_length_without_a_larger_target_is_returned_as_is(
+    stack: StackFactory,
+) -> None:
+    s = await stack()
+    await s.script(s.primary, {"script": [{"fail": "context_length"}]})
+    await s.script(s.secondary, {"script": [{"fail": "context_length"}]})
+    with pytest.raises(openai.BadRequestError) as caught:
+        await chat(s)
+    assert caught.value.code == "context_length_exceeded"
+    assert await s.calls(s.secondary) == 1  # the larger target was tried once
+
+
 async def test_upstream_auth_replaces_the_clients_key(stack: StackFactory) -> None:
     s = await stack()
     # Each mock demands its own key; the client's "client-key" must reach neither.
@@ -345,6 +369,23 @@ async def test_stream_cut_before_the_first_token_fails_over(stack: StackFactory)
     text, headers = await stream_text(s)
     assert text == DEFAULT_ANSWER
     assert headers["x-sidecar-upstream"] == "secondary"
+
+
+async def test_stream_whose_first_event_is_an_error_fails_over(stack: StackFactory) -> None:
+    s = await stack(attempts=1)
+    await s.script(s.primary, {"script": [{"error_chunk": 0}]})  # 200, then an error event
+    text, headers = await stream_text(s)
+    assert text == DEFAULT_ANSWER
+    assert headers["x-sidecar-upstream"] == "secondary"
+
+
+async def test_error_event_after_the_commit_point_ends_the_stream(stack: StackFactory) -> None:
+    s = await stack()
+    await s.script(s.primary, {"script": [{"error_chunk": 2}]})
+    raw = await raw_stream(s)
+    assert b"[DONE]" not in raw
+    assert raw.strip().split(b"\n\n")[-1].startswith(b'data: {"error"')
+    assert await s.calls(s.secondary) == 0  # committed: never retried from scratch
 
 
 async def test_slow_first_token_fails_over_after_first_byte(stack: StackFactory) -> None:

@@ -27,6 +27,7 @@ VALID = {
     "stall_chunk": ("2", 2),
     "stall_ms": ("400", 400),
     "malformed_chunk": ("4", 4),
+    "error_chunk": ("0", 0),
     "no_done": ("1", True),
     "ttft_ms": ("150", 150),
     "chunk_ms": ("20", 20),
@@ -34,13 +35,17 @@ VALID = {
 # name -> (bad raw value, a fragment the error message must contain).
 INVALID = {
     "delay": ("soon", "delay must be an integer"),
-    "fail": ("sometimes", "valid: an HTTP status 400-599 or one of timeout, reset, hang"),
+    "fail": (
+        "sometimes",
+        "valid: an HTTP status 400-599 or one of timeout, reset, hang, context_length",
+    ),
     "retry_after": ("later", "retry_after must be a number of seconds"),
     "timeout_ms": ("-5", "timeout_ms must be >= 0"),
     "fail_chunk": ("1.5", "fail_chunk must be an integer"),
     "stall_chunk": ("x", "stall_chunk must be an integer"),
     "stall_ms": ("-1", "stall_ms must be >= 0"),
     "malformed_chunk": ("two", "malformed_chunk must be an integer"),
+    "error_chunk": ("-1", "error_chunk must be >= 0"),
     "no_done": ("maybe", "no_done must be a boolean"),
     "ttft_ms": ("fast", "ttft_ms must be an integer"),
     "chunk_ms": ("-20", "chunk_ms must be >= 0"),
@@ -94,7 +99,7 @@ def test_fail_accepts_any_status_from_400_to_599(status: str) -> None:
 def test_fail_status_out_of_range_names_the_valid_values(status: str) -> None:
     with pytest.raises(FaultError, match=r"out of range; valid: an HTTP status 400-599") as info:
         parse_fault({"fail": status})
-    assert "timeout, reset, hang" in str(info.value)
+    assert "timeout, reset, hang, context_length" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +109,9 @@ def test_fail_rejects_non_statuses_naming_the_valid_values(value: object) -> Non
     # "²" passes str.isdigit() but not int(): it must still be a FaultError, not a ValueError.
     with pytest.raises(FaultError, match="unknown fail value") as info:
         parse_fault({"fail": value})
-    assert str(info.value).endswith("valid: an HTTP status 400-599 or one of timeout, reset, hang")
+    assert str(info.value).endswith(
+        "valid: an HTTP status 400-599 or one of timeout, reset, hang, context_length"
+    )
 
 
 @pytest.mark.parametrize("value", ["1", "true", "YES", "on", " True ", True])
