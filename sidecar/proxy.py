@@ -83,14 +83,15 @@ async def handle(request: web.Request) -> web.StreamResponse:
     outcome = "error"
     answer: Answer | None = None
     try:
-        async with call.resources:
-            answer = await pipeline.handle(call)
-            response, outcome = await _write(request, call, answer, policy)
-            return response
+        answer = await pipeline.handle(call)
+        response, outcome = await _write(request, call, answer, policy)
+        return response
     except asyncio.CancelledError:
         outcome = "client_cancelled"
         raise
     finally:
+        for cleanup in call.cleanups:  # closes a live upstream stream at once
+            cleanup()
         if answer is not None:
             answer.done("cancelled")  # no-op when _write already reported the result
         log_request(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Final
+import sys
+import time
+from typing import BinaryIO, Final
 
 import orjson
 
@@ -30,16 +32,32 @@ class JSONLineFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class _FastLines:
+    """The hot path's lines (one per request and per attempt) written without the logging
+    machinery: the same JSON shape as JSONLineFormatter, straight to stderr's bytes.
+    Off (None) until ``configure()`` turns it on; tests and libraries keep ``logging``."""
+
+    sink: BinaryIO | None = None
+
+
+def _emit(logger: logging.Logger, fields: dict[str, object]) -> None:
+    sink = _FastLines.sink
+    if sink is not None:
+        line = {"ts": round(time.time(), 3), "level": "info", "logger": logger.name, **fields}
+        sink.write(orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE))
+        sink.flush()
+    elif logger.isEnabledFor(logging.INFO):
+        logger.info(fields)
+
+
 def log_attempt(fields: dict[str, object]) -> None:
     """request_id, route, upstream, model, attempt, status, error, latency_ms, backoff_ms."""
-    if attempt_log.isEnabledFor(logging.INFO):
-        attempt_log.info(fields)
+    _emit(attempt_log, fields)
 
 
 def log_request(fields: dict[str, object]) -> None:
     """request_id, route, outcome, status, attempts, upstream, latency_ms."""
-    if request_log.isEnabledFor(logging.INFO):
-        request_log.info(fields)
+    _emit(request_log, fields)
 
 
 def log_breaker_event(event: BreakerEvent) -> None:
@@ -54,6 +72,7 @@ def log_breaker_event(event: BreakerEvent) -> None:
 
 def configure(level: int = logging.INFO) -> None:
     """JSON lines on stderr for everything the sidecar logs."""
+    _FastLines.sink = sys.stderr.buffer if level <= logging.INFO else None
     handler = logging.StreamHandler()
     handler.setFormatter(JSONLineFormatter())
     root = logging.getLogger()

@@ -6,15 +6,15 @@ events such as the role chunk or ``message_start`` are held back until the
 first content event); ``idle`` between body chunks. Each is clamped to what is
 left of the route's deadline. A 200 stream whose first event is an error is a
 failure like any other (peek before commit). Failed attempts close their
-upstream response at once; a successful one hands it to the Call's resources,
-which the proxy closes when the client's answer is done (or the client left).
+upstream response at once; a streaming one is handed to the Call's cleanups,
+which the proxy runs when the client's answer is done (or the client left).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 import orjson
@@ -66,21 +66,19 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
             raise DeadlineExceeded(f"the route's deadline ({route.deadline:g}s) ran out")
         call.attempts += 1
         body = rewrite_model(call, target)
-        stack = contextlib.AsyncExitStack()
+        response: ClientResponse | None = None
         try:
             try:
                 async with asyncio.timeout(budget):
-                    response = await stack.enter_async_context(
-                        deps.session.request(
-                            call.method,
-                            base_url + call.path_qs,
-                            data=body or None,
-                            headers=upstream_headers(
-                                call.headers, upstream, call.request_id, call.client_format
-                            ),
-                            timeout=client_timeout,
-                            allow_redirects=False,
-                        )
+                    response = await deps.session.request(
+                        call.method,
+                        base_url + call.path_qs,
+                        data=body or None,
+                        headers=upstream_headers(
+                            call.headers, upstream, call.request_id, call.client_format
+                        ),
+                        timeout=client_timeout,
+                        allow_redirects=False,
                     )
                     answer = await _first_part(response, upstream_answer(response, target), fmt)
             except ConnectionTimeoutError:
@@ -95,24 +93,38 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
                 answer.body = await _read_body(response, deadline.clamp(idle) or idle)
                 _check_json(answer)
         except (ConnectionTimeoutError, ClientConnectorError) as exc:
-            await stack.aclose()
+            _discard(response)
             raise AttemptFailed(Failure("connect_error", detail=type(exc).__name__)) from None
         except (ClientPayloadError, ClientConnectionError, SSEError) as exc:
-            await stack.aclose()
+            _discard(response)
             raise AttemptFailed(Failure("reset", detail=type(exc).__name__)) from None
         except TimeoutError:
-            await stack.aclose()
+            _discard(response)
             raise AttemptFailed(Failure("timeout", detail="idle")) from None
         except BaseException:
-            await stack.aclose()
+            _discard(response)
             raise
         if answer.stream is None:
-            await stack.aclose()  # the body is read: release the connection now
+            response.release()  # the body is read: the connection goes back to the pool
         else:
-            await call.resources.enter_async_context(stack.pop_all())
+            call.cleanups.append(partial(_finish, response))
         return answer
 
     return attempt
+
+
+def _discard(response: ClientResponse | None) -> None:
+    """A failed attempt's response: close it (and its connection) at once."""
+    if response is not None:
+        response.close()
+
+
+def _finish(response: ClientResponse) -> None:
+    """After the relay: a fully read stream frees its connection for reuse, else it closes."""
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()
 
 
 def upstream_answer(response: ClientResponse, target: Target) -> Answer:

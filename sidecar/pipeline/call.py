@@ -7,7 +7,6 @@ gave up, with the reason), ``Rejected`` (a final answer the sidecar gives itself
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -69,7 +68,7 @@ class Call:
     stream: bool
     deadline: Deadline | None = None
     attempts: int = 0
-    resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run when answered
     fallbacks: list[tuple[str, SkipReason]] = field(default_factory=list)
 
 
