@@ -17,7 +17,14 @@ from typing import Final
 import orjson
 from aiohttp import web
 
-from sidecar.errors import BodyTooLarge, InvalidRequest, NoRoute, NotReady, client_format
+from sidecar.errors import (
+    BodyTooLarge,
+    InvalidRequest,
+    NoRoute,
+    NotReady,
+    SidecarError,
+    client_format,
+)
 from sidecar.observability.logs import log_request
 from sidecar.pipeline.call import Answer, Call
 from sidecar.policy.model import PolicySet
@@ -81,11 +88,15 @@ async def handle(request: web.Request) -> web.StreamResponse:
         stream=parsed is not None and parsed.get("stream") is True,
     )
     outcome = "error"
+    status: int | None = None
     answer: Answer | None = None
     try:
         answer = await pipeline.handle(call)
         response, outcome = await _write(request, call, answer, policy)
         return response
+    except SidecarError as error:
+        outcome, status = error.code, error.status
+        raise
     except asyncio.CancelledError:
         outcome = "client_cancelled"
         raise
@@ -99,7 +110,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 "request_id": rid,
                 "route": route.name,
                 "outcome": outcome,
-                "status": answer.status if answer else None,
+                "status": answer.status if answer else status,
                 "attempts": call.attempts,
                 "upstream": answer.upstream.name if answer else None,
                 "fallbacks": [f"{name}:{reason}" for name, reason in call.fallbacks],
