@@ -121,12 +121,12 @@ async def serve(config: SidecarConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging()
     if args.command == "check":
         sys.exit(check(Path(args.directory or _default_policies())))
     if args.command == "explain":
         sys.exit(show(Path(args.directory or _default_policies())))
     if args.command == "run":
+        configure_logging()
         try:
             config = SidecarConfig(
                 policies=Path(args.policies or _default_policies()),

@@ -148,6 +148,8 @@ async def _write(
             call.route.timeouts.idle,
             call.request_id,
             finished=stream.finished,
+            translator=stream.translator,
+            client=call.client_format,
         )
         result, ok = outcome.result, outcome.ok
     await streaming.write_eof()

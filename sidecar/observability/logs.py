@@ -44,9 +44,14 @@ def _emit(logger: logging.Logger, fields: dict[str, object]) -> None:
     sink = _FastLines.sink
     if sink is not None:
         line = {"ts": round(time.time(), 3), "level": "info", "logger": logger.name, **fields}
-        sink.write(orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE))
-        sink.flush()
-    elif logger.isEnabledFor(logging.INFO):
+        try:
+            sink.write(orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE))
+            sink.flush()
+        except (OSError, ValueError):  # stderr closed or replaced: fall back to logging
+            _FastLines.sink = None
+        else:
+            return
+    if logger.isEnabledFor(logging.INFO):
         logger.info(fields)
 
 

@@ -33,6 +33,13 @@ from sidecar.headers import client_headers, upstream_headers
 from sidecar.pipeline.call import Answer, AttemptFailed, Call, Handler, Upstreaming
 from sidecar.policy.model import Route, Target
 from sidecar.providers.formats import WireFormat, inspect
+from sidecar.providers.responses import (
+    anthropic_message_to_openai,
+    error_status,
+    openai_completion_to_anthropic,
+    translate_error,
+)
+from sidecar.providers.streams import StreamTranslator, make_translator
 from sidecar.resilience.retry import Failure, parse_retry_after
 from sidecar.streaming.sse import SSEError, SSEParser
 
@@ -65,22 +72,28 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
         if budget <= 0:
             raise DeadlineExceeded(f"the route's deadline ({route.deadline:g}s) ran out")
         call.attempts += 1
-        body = rewrite_model(call, target)
+        sending = call.outgoing
+        assert sending is not None  # the adapter stage sets it
+        headers = upstream_headers(call.headers, upstream, call.request_id, call.client_format)
+        for name in sending.drop_headers:
+            headers.popall(name, None)
+        headers.extend(sending.add_headers)
+        translator = make_translator(fmt, call.client_format, call.request_id, _include_usage(call))
         response: ClientResponse | None = None
         try:
             try:
                 async with asyncio.timeout(budget):
                     response = await deps.session.request(
                         call.method,
-                        base_url + call.path_qs,
-                        data=body or None,
-                        headers=upstream_headers(
-                            call.headers, upstream, call.request_id, call.client_format
-                        ),
+                        base_url + sending.path_qs,
+                        data=sending.body or None,
+                        headers=headers,
                         timeout=client_timeout,
                         allow_redirects=False,
                     )
-                    answer = await _first_part(response, upstream_answer(response, target), fmt)
+                    answer = await _first_part(
+                        response, upstream_answer(response, target), call, translator
+                    )
             except ConnectionTimeoutError:
                 raise  # a connect timeout (also a TimeoutError): handled below
             except TimeoutError:
@@ -91,7 +104,7 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
                 raise AttemptFailed(Failure("first_byte_timeout")) from None
             if answer.stream is None and answer.status < 400:
                 answer.body = await _read_body(response, deadline.clamp(idle) or idle)
-                _check_json(answer)
+                _check_json(answer, fmt, call.client_format if sending.translated else None)
         except (ConnectionTimeoutError, ClientConnectorError) as exc:
             _discard(response)
             raise AttemptFailed(Failure("connect_error", detail=type(exc).__name__)) from None
@@ -132,8 +145,19 @@ def upstream_answer(response: ClientResponse, target: Target) -> Answer:
     return Answer(response.status, headers, target.upstream)
 
 
-async def _first_part(response: ClientResponse, answer: Answer, fmt: WireFormat) -> Answer:
-    """Error bodies are read whole; streams are read up to their first event."""
+def _include_usage(call: Call) -> bool:
+    """Whether the client wants usage at the end of a stream (Anthropic clients always get it)."""
+    if call.client_format == "anthropic":
+        return True
+    options = call.parsed.get("stream_options") if call.parsed else None
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+async def _first_part(
+    response: ClientResponse, answer: Answer, call: Call, translator: StreamTranslator
+) -> Answer:
+    """Error bodies are read whole; streams are read up to their first token."""
+    fmt = answer.upstream.format
     if answer.status >= 400:
         answer.body = await response.content.read(MAX_ERROR_BODY)
         failure = Failure(
@@ -143,12 +167,17 @@ async def _first_part(response: ClientResponse, answer: Answer, fmt: WireFormat)
                 response.headers.get("retry-after-ms"), response.headers.get("retry-after")
             ),
         )
+        if call.outgoing is not None and call.outgoing.translated:
+            client = call.client_format
+            answer.body = translate_error(fmt, client, answer.status, answer.body)
+            answer.status = error_status(fmt, client, answer.status)
+            answer.headers["content-type"] = "application/json"
         raise AttemptFailed(failure, answer)
     content_type = response.headers.get("content-type", "")
     if not content_type.startswith("text/event-stream"):
         return answer
     parser = SSEParser()
-    stream = Upstreaming(response.content, parser, [])
+    stream = Upstreaming(response.content, parser, translator, [])
     answer.stream = stream
     begun = False  # opening events (role chunk, message_start, ping) are held until content
     while True:
@@ -163,7 +192,7 @@ async def _first_part(response: ClientResponse, answer: Answer, fmt: WireFormat)
                 raise AttemptFailed(Failure("status", seen.error_status, detail=seen.error_message))
             if seen.malformed:
                 continue
-            stream.first.append(event.raw)
+            stream.first.append(translator.event(event, seen))
             stream.finished = stream.finished or seen.finished
             if seen.terminator or seen.error_status is not None:
                 # The stream ended in this same read: after the commit point, as it is.
@@ -194,22 +223,17 @@ async def _read_body(response: ClientResponse, idle: float) -> bytes:
             silence.reschedule(loop.time() + idle)
 
 
-def _check_json(answer: Answer) -> None:
-    """A 2xx JSON answer that does not parse is an upstream failure, not a client's answer."""
+def _check_json(answer: Answer, upstream: WireFormat, client: WireFormat | None) -> None:
+    """A 2xx JSON answer must parse (else it is an upstream failure); translate it if asked."""
     if "json" not in answer.headers.get("content-type", "json"):
         return
     try:
-        orjson.loads(answer.body)
+        parsed = orjson.loads(answer.body)
     except orjson.JSONDecodeError:
         raise AttemptFailed(Failure("status", 502, detail="invalid JSON from upstream")) from None
-
-
-def rewrite_model(call: Call, target: Target) -> bytes:
-    """The body with the target's model, re-encoded only when the model changes."""
-    parsed = call.parsed
-    if parsed is None or (target.model is None and not target.model_map):
-        return call.body
-    wanted = target.model_for(call.model)
-    if wanted is None or wanted == call.model:
-        return call.body
-    return orjson.dumps({**parsed, "model": wanted})
+    if client is None or client == upstream or not isinstance(parsed, dict):
+        return
+    if upstream == "anthropic":
+        answer.body = orjson.dumps(anthropic_message_to_openai(parsed))
+    else:
+        answer.body = orjson.dumps(openai_completion_to_anthropic(parsed))

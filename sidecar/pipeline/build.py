@@ -1,6 +1,6 @@
 """Compiling a route into its pipeline, once per policy load (never per request).
 
-    validate ▶ deadline ▶ fallback ─▶ for each target: retry ▶ breaker ▶ attempt
+    validate ▶ deadline ▶ fallback ─▶ for each target: adapter ▶ retry ▶ breaker ▶ attempt
 
 State that must survive a reload (breakers, retry budgets) comes from
 registries keyed by stable names, so it carries over when names stay.
@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import ClientSession
 
+from sidecar.pipeline.adapter import make_adapter
 from sidecar.pipeline.attempt import AttemptDeps, make_attempt
 from sidecar.pipeline.breaker import make_breaker
-from sidecar.pipeline.call import Answer, Call, Handler, Stage, TargetFailed, fold
+from sidecar.pipeline.call import Answer, Call, Handler, fold
 from sidecar.pipeline.deadline import make_deadline
 from sidecar.pipeline.fallback import make_fallback
 from sidecar.pipeline.retry import make_retry
@@ -70,7 +71,7 @@ def make_pipeline(route: Route, registries: Registries, session: ClientSession) 
         name = target.upstream.name
         chain = fold(
             [
-                _same_format(target.upstream.format),
+                make_adapter(route, target),
                 make_retry(policy, registries.clock, name),
                 make_breaker(registries.breakers, route.breaker, route.name, name),
             ],
@@ -98,14 +99,3 @@ def make_runtime(policy: PolicySet, registries: Registries, session: ClientSessi
 
 async def _terminal(call: Call) -> Answer:  # pragma: no cover - the fallback stage never calls on
     raise AssertionError("the fallback stage is terminal")
-
-
-def _same_format(fmt: str) -> Stage:
-    """Until wire-format translation lands, a target must speak the client's format."""
-
-    async def guard(call: Call, following: Handler) -> Answer:
-        if call.client_format != fmt:
-            raise TargetFailed("format_mismatch")
-        return await following(call)
-
-    return guard

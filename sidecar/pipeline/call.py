@@ -15,12 +15,24 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from sidecar.policy.model import Route, Upstream
 from sidecar.providers.formats import WireFormat
+from sidecar.providers.streams import StreamTranslator
 from sidecar.resilience.deadline import Deadline
 from sidecar.resilience.retry import Failure, MoveOnReason
 from sidecar.streaming.sse import SSEParser
 
 Completion = Literal["success", "failure", "cancelled"]
-SkipReason = MoveOnReason | Literal["breaker_open", "format_mismatch", "context_length"]
+SkipReason = MoveOnReason | Literal["breaker_open", "unsupported", "context_length"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """What one target is sent: path with query, body, headers to add or drop."""
+
+    path_qs: str
+    body: bytes
+    translated: bool
+    add_headers: tuple[tuple[str, str], ...] = ()
+    drop_headers: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -29,7 +41,8 @@ class Upstreaming:
 
     content: object  # aiohttp StreamReader (typed loosely to keep aiohttp out of this module)
     parser: SSEParser
-    first: list[bytes]  # raw bytes of the events read before the commit point
+    translator: StreamTranslator  # upstream events -> the client's format
+    first: list[bytes]  # client bytes of the events read before the commit point
     finished: bool = False  # a finish/stop reason was among the first events
     terminated: bool = False  # the terminator was among the first events
     errored: bool = False  # an error event (after the first token) was among them
@@ -69,6 +82,7 @@ class Call:
     deadline: Deadline | None = None
     attempts: int = 0
     cleanups: list[Callable[[], None]] = field(default_factory=list)  # run when answered
+    outgoing: Outgoing | None = None  # set per target by the adapter stage
     fallbacks: list[tuple[str, SkipReason]] = field(default_factory=list)
 
 

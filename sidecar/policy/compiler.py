@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import Literal, cast
 
 from sidecar.policy.errors import Issue, Path, PolicyError
 from sidecar.policy.model import (
@@ -31,6 +31,7 @@ from sidecar.policy.model import (
     Target,
     TargetWhen,
     Timeouts,
+    Translate,
     Upstream,
     Validation,
     Window,
@@ -199,6 +200,7 @@ def _route(
     if len(checker.issues) != before:
         return None
     validate = cast(Tree, tree.get("validate", {}))
+    translate = cast(Tree, tree.get("translate", {}))
     return Route(
         name=cast(str, tree["name"]),
         match=_match(cast(Tree, tree["match"])),
@@ -211,6 +213,10 @@ def _route(
         timeouts=timeouts,
         retry=retry,
         breaker=breaker,
+        translate=Translate(
+            max_tokens=cast(int, translate.get("max_tokens", 4096)),
+            unsupported=cast(Literal["error", "skip"], translate.get("unsupported", "error")),
+        ),
     )
 
 

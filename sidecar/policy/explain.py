@@ -63,6 +63,10 @@ def route_json(route: Route) -> JSON:
         "retry": _retry_json(route.retry),
         "breaker": _breaker_json(route.breaker),
         "fallback": [_target_json(target) for target in route.fallback],
+        "translate": {
+            "max_tokens": route.translate.max_tokens,
+            "unsupported": route.translate.unsupported,
+        },
     }
 
 

@@ -165,6 +165,12 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class Translate:
+    max_tokens: int = 4096  # for Anthropic targets when the OpenAI request sets none
+    unsupported: Literal["error", "skip"] = "error"
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     match: Match
@@ -174,6 +180,7 @@ class Route:
     timeouts: Timeouts = Timeouts()
     retry: Retry = Retry()
     breaker: Breaker = Breaker()
+    translate: Translate = Translate()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ from typing import Literal, Protocol
 
 from aiohttp import ClientConnectionError, ClientPayloadError
 
-from sidecar.providers.formats import WireFormat, inspect, stream_error, terminator
+from sidecar.providers.formats import WireFormat, inspect, stream_error
+from sidecar.providers.streams import Passthrough, StreamTranslator
 from sidecar.streaming.sse import SSEError, SSEParser
 
 log = logging.getLogger("sidecar.stream")
@@ -55,18 +56,27 @@ async def relay(
     idle: float,
     request_id: str,
     finished: bool = False,
+    translator: StreamTranslator | None = None,
+    client: WireFormat | None = None,
 ) -> RelayOutcome:
-    """Forward events from *source* to *sink* until the stream ends one way or another."""
+    """Forward events from *source* to *sink* until the stream ends one way or another.
+
+    *fmt* is the upstream's format; *translator* turns its events into the *client*'s
+    (by default both are the same and bytes pass untouched).
+    """
+    client = client or fmt
+    translate = translator or Passthrough(fmt)
     outcome = RelayOutcome("complete")
     while True:
         try:
             async with asyncio.timeout(idle):
                 chunk = await source.readany()
         except TimeoutError:
-            return await _fail(sink, fmt, request_id, outcome, "stalled", f"no data for {idle:g}s")
+            detail = f"no data for {idle:g}s"
+            return await _fail(sink, client, request_id, outcome, "stalled", detail)
         except (ClientPayloadError, ClientConnectionError) as exc:
             detail = f"the upstream connection was lost ({type(exc).__name__})"
-            return await _fail(sink, fmt, request_id, outcome, "cut", detail)
+            return await _fail(sink, client, request_id, outcome, "cut", detail)
         try:
             if chunk:
                 events = parser.feed(chunk)
@@ -74,7 +84,7 @@ async def relay(
                 last = parser.close()
                 events = [last] if last else []
         except SSEError as exc:
-            return await _fail(sink, fmt, request_id, outcome, "cut", str(exc))
+            return await _fail(sink, client, request_id, outcome, "cut", str(exc))
         out = bytearray()
         for event in events:
             seen = inspect(fmt, event)
@@ -85,7 +95,7 @@ async def relay(
                      "bytes": len(event.raw)}
                 )  # fmt: skip
                 continue
-            out += event.raw
+            out += translate.event(event, seen)
             outcome.events += 1
             if seen.error_status is not None:
                 await sink.write(bytes(out))
@@ -99,11 +109,11 @@ async def relay(
             await sink.write(bytes(out))
         if not chunk:
             if finished:
-                await sink.write(terminator(fmt))
+                await sink.write(translate.finalise())
                 outcome.result = "finalised"
                 return outcome
             return await _fail(
-                sink, fmt, request_id, outcome, "truncated",
+                sink, client, request_id, outcome, "truncated",
                 "the upstream stream ended before the answer was complete",
             )  # fmt: skip
 

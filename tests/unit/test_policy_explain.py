@@ -156,6 +156,7 @@ def test_policy_json_routes_show_effective_values(policy: PolicySet) -> None:
                 "when": "always",
             },
         ],
+        "translate": {"max_tokens": 4096, "unsupported": "error"},
     }
     assert rest["match"] == {"prefix": "/v1/", "methods": "any", "model": None, "header": None}
     assert rest["timeouts"]["connect"] == "1s"
