@@ -9,14 +9,15 @@ import orjson
 from aiohttp import web
 
 from mock_provider.anthropic_wire import AnthropicFlavour
-from mock_provider.content import Answerer, prompt_tokens, split_tokens
+from mock_provider.content import Answerer, prompt_tokens
 from mock_provider.control import FailureConfig
 from mock_provider.embeddings import embeddings_body
 from mock_provider.faults import Fault, FaultError, fault_from_request
 from mock_provider.openai_wire import OpenAIFlavour
 from mock_provider.responses import error_response, failure, json_response, pause, stream
 from mock_provider.state import STATE, MockSettings, MockState
-from mock_provider.wire import BadRequest, Flavour, Reply
+from mock_provider.turns import answer_for
+from mock_provider.wire import BadRequest, Flavour, Reply, ToolCall
 
 OPENAI: Final = OpenAIFlavour()
 ANTHROPIC: Final = AnthropicFlavour()
@@ -56,12 +57,15 @@ async def _chat(request: web.Request, flavour: Flavour) -> web.StreamResponse:
         try:
             explicit, body = await _intake(request, flavour)
             chat = flavour.parse_chat(body)
+            visit.model = chat.model
+            answer = answer_for(
+                chat, state.answerer, state.settings.prefill or flavour.default_prefill
+            )
         except BadRequest as exc:
             return error_response(flavour, name, 400, str(exc), exc.param)
         except _Rejected as exc:
             visit.outcome = str(exc.response.status)
             return exc.response
-        visit.model = chat.model
         streaming = chat.stream or _stream_requested(request)
         fault = explicit or state.controller.next_fault(
             chat.model, streaming, flavour.overloaded_status
@@ -70,8 +74,12 @@ async def _chat(request: web.Request, flavour: Flavour) -> web.StreamResponse:
         await pause(fault.delay)
         if fault.fail is not None:
             return await failure(request, flavour, name, fault)
-        tokens = split_tokens(state.answerer.reply(chat.messages))
+        tokens = answer.tokens
         limit = chat.max_tokens
+        tool_call = None
+        if answer.tool is not None:
+            call_id = state.next_tool_call_id("call_" if flavour is OPENAI else "toolu_")
+            tool_call = ToolCall(call_id, answer.tool)
         reply = Reply(
             id=state.next_id("chatcmpl-" if flavour is OPENAI else "msg_"),
             created=state.now(),
@@ -79,6 +87,7 @@ async def _chat(request: web.Request, flavour: Flavour) -> web.StreamResponse:
             tokens=tokens[:limit] if limit else tokens,
             prompt_tokens=prompt_tokens(chat.messages, chat.system),
             truncated=limit is not None and limit < len(tokens),
+            tool_call=tool_call,
         )
         if not streaming:
             await pause(fault.ttft_ms)

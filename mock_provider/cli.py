@@ -15,6 +15,7 @@ from aiohttp import web
 from mock_provider.app import create_app
 from mock_provider.content import DEFAULT_ANSWER
 from mock_provider.state import DEFAULT_MODELS, MockSettings
+from mock_provider.turns import PREFILL_MODES
 
 log = logging.getLogger("mock_provider")
 SHUTDOWN_TIMEOUT = 0.5  # seconds
@@ -40,6 +41,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--api-key", default=None, help="require this key (Bearer / x-api-key); default: none"
+    )
+    parser.add_argument(
+        "--prefill",
+        choices=PREFILL_MODES,
+        default=None,
+        help="a trailing assistant turn: continue it (accept), 400 (reject) or answer afresh "
+        "(ignore); default: accept on /v1/messages, ignore on /v1/chat/completions",
     )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     return parser.parse_args(argv)
@@ -89,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
             chunk_ms=args.chunk_ms,
             api_key=args.api_key,
+            prefill=args.prefill,
         )
     except ValueError as exc:
         sys.exit(f"mock-provider: {exc}")

@@ -8,11 +8,16 @@ from mock_provider.wire import (
     JSON,
     BadRequest,
     ChatRequest,
+    PrefillMode,
     Reply,
+    named_tool,
     optional_bool,
+    optional_field,
     optional_positive_int,
+    optional_tools,
     require_messages,
     require_model,
+    require_tool_name,
     sse,
 )
 
@@ -37,6 +42,7 @@ DONE: Final = b"data: [DONE]\n\n"
 class OpenAIFlavour:
     name = "openai"
     overloaded_status = 503
+    default_prefill: PrefillMode = "ignore"  # OpenAI answers a trailing assistant turn afresh
 
     def parse_chat(self, body: object) -> ChatRequest:
         if not isinstance(body, dict):
@@ -53,9 +59,20 @@ class OpenAIFlavour:
             stream=optional_bool(body, "stream"),
             include_usage=bool(stream_options.get("include_usage")),
             max_tokens=max_tokens,
+            tool=_tool(body),
         )
 
     def completion(self, reply: Reply) -> JSON:
+        message: JSON = {"role": "assistant", "content": reply.text, "refusal": None}
+        if reply.tool_call is not None:
+            message["content"] = None
+            message["tool_calls"] = [
+                {
+                    "id": reply.tool_call.id,
+                    "type": "function",
+                    "function": {"name": reply.tool_call.name, "arguments": reply.text},
+                }
+            ]
         return {
             "id": reply.id,
             "object": "chat.completion",
@@ -65,11 +82,7 @@ class OpenAIFlavour:
             "choices": [
                 {
                     "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": "".join(reply.tokens),
-                        "refusal": None,
-                    },
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": _finish_reason(reply),
                 }
@@ -78,10 +91,25 @@ class OpenAIFlavour:
         }
 
     def stream_head(self, reply: Reply) -> list[bytes]:
-        return [sse(_chunk(reply, {"role": "assistant", "content": ""}, None))]
+        call = reply.tool_call
+        if call is None:
+            return [sse(_chunk(reply, {"role": "assistant", "content": ""}, None))]
+        opening = {
+            "index": 0,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        return [
+            sse(_chunk(reply, {"role": "assistant", "content": None}, None)),
+            sse(_chunk(reply, {"tool_calls": [opening]}, None)),
+        ]
 
     def stream_chunk(self, reply: Reply, text: str) -> bytes:
-        return sse(_chunk(reply, {"content": text}, None))
+        if reply.tool_call is None:
+            return sse(_chunk(reply, {"content": text}, None))
+        piece = {"index": 0, "function": {"arguments": text}}
+        return sse(_chunk(reply, {"tool_calls": [piece]}, None))
 
     def stream_malformed(self, reply: Reply) -> bytes:
         return b'data: {"id": "' + reply.id.encode() + b'", "choices": [{"delta": \n\n'
@@ -112,7 +140,43 @@ class OpenAIFlavour:
 
 
 def _finish_reason(reply: Reply) -> str:
-    return "length" if reply.truncated else "stop"
+    if reply.truncated:
+        return "length"
+    return "stop" if reply.tool_call is None else "tool_calls"
+
+
+def _tool(body: JSON) -> str | None:
+    """The function a user turn is answered with: the first, or tool_choice's; None: none."""
+    names = []
+    for index, tool in enumerate(optional_tools(body)):
+        where = f"tools[{index}]"
+        if tool.get("type") != "function":
+            raise BadRequest(f"{where}.type must be 'function'", "tools")
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            raise BadRequest(f"{where}.function must be an object", "tools")
+        names.append(require_tool_name(function.get("name"), f"{where}.function.name"))
+        optional_field(function, "description", str, f"{where}.function")
+        optional_field(function, "parameters", dict, f"{where}.function")
+    choice = body.get("tool_choice")
+    if choice is None or choice in ("auto", "required"):
+        return names[0] if names else None
+    if choice == "none":
+        return None
+    if (
+        isinstance(choice, dict)
+        and choice.get("type") == "function"
+        and isinstance(choice.get("function"), dict)
+    ):
+        name = choice["function"].get("name")
+        return named_tool(
+            names, require_tool_name(name, "tool_choice.function.name", "tool_choice")
+        )
+    raise BadRequest(
+        "'tool_choice' must be 'none', 'auto', 'required' or "
+        '{"type": "function", "function": {"name": ...}}',
+        "tool_choice",
+    )
 
 
 def _usage(reply: Reply) -> JSON:

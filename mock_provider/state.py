@@ -12,6 +12,8 @@ from aiohttp import web
 from mock_provider.content import DEFAULT_ANSWER, Answerer
 from mock_provider.control import Controller
 from mock_provider.stats import Stats
+from mock_provider.turns import PREFILL_MODES
+from mock_provider.wire import PrefillMode
 
 DEFAULT_MODELS: Final = (
     "gpt-4o",
@@ -34,6 +36,9 @@ class MockSettings:
     chunk_ms: int = 0  # default pause between stream chunks; a request's chunk_ms wins
     max_body: int = 4 * 1024 * 1024
     api_key: str | None = None  # when set, requests must carry it (else 401)
+    # A trailing assistant turn: continue it, 400, or answer afresh. None: as the real
+    # providers do (accept on /v1/messages, ignore on /v1/chat/completions).
+    prefill: PrefillMode | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -42,6 +47,8 @@ class MockSettings:
             raise ValueError("chunk_ms must be >= 0")
         if self.max_body < 1:
             raise ValueError("max_body must be positive")
+        if self.prefill is not None and self.prefill not in PREFILL_MODES:
+            raise ValueError(f"prefill must be one of {', '.join(PREFILL_MODES)} or None")
         Answerer(self.answer, self.echo)  # validates the answer
 
 
@@ -55,6 +62,10 @@ class MockState:
 
     def next_id(self, prefix: str) -> str:
         return f"{prefix}{self.settings.name}-{next(self._ids)}"
+
+    def next_tool_call_id(self, prefix: str) -> str:
+        """``call_<name>_<n>`` / ``toolu_<name>_<n>``."""
+        return f"{prefix}{self.settings.name}_{next(self._ids)}"
 
     @staticmethod
     def now() -> int:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import orjson
 
 JSON = dict[str, object]
+PrefillMode = Literal["accept", "reject", "ignore"]
 
 
 class BadRequest(ValueError):
@@ -26,6 +27,15 @@ class ChatRequest:
     include_usage: bool
     max_tokens: int | None
     system: object = None
+    tool: str | None = None  # the tool a user turn is answered with; None: no tools, or "none"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The one tool call of a reply; its arguments are the reply's tokens, joined."""
+
+    id: str
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +48,16 @@ class Reply:
     tokens: tuple[str, ...]
     prompt_tokens: int
     truncated: bool  # cut by max_tokens
+    tool_call: ToolCall | None = None  # set: *tokens* are pieces of the arguments JSON
 
     @property
     def completion_tokens(self) -> int:
         return len(self.tokens)
+
+    @property
+    def text(self) -> str:
+        """The answer text, or the tool call's arguments JSON (cut short when truncated)."""
+        return "".join(self.tokens)
 
 
 class Flavour(Protocol):
@@ -49,6 +65,7 @@ class Flavour(Protocol):
 
     name: str
     overloaded_status: int
+    default_prefill: PrefillMode  # what the real provider does with a trailing assistant turn
 
     def parse_chat(self, body: object) -> ChatRequest:
         """Validate a chat request body; raise BadRequest naming the problem."""
@@ -132,3 +149,41 @@ def optional_bool(body: JSON, key: str) -> bool:
     if not isinstance(value, bool):
         raise BadRequest(f"'{key}' must be a boolean", key)
     return value
+
+
+def optional_tools(body: JSON) -> list[JSON]:
+    """The ``tools`` list (empty when absent); each entry must be an object."""
+    tools = body.get("tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise BadRequest("'tools' must be a list of tool objects", "tools")
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise BadRequest(f"tools[{index}] must be an object", "tools")
+    return tools
+
+
+def require_tool_name(value: object, where: str, param: str = "tools") -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{where} must be a non-empty string", param)
+    return value
+
+
+def optional_field(tool: JSON, key: str, kind: type, where: str) -> None:
+    """Check an optional field's JSON type (``dict`` for objects, ``str``, ``bool``)."""
+    value = tool.get(key)
+    if value is not None and not isinstance(value, kind):
+        names = {dict: "an object", str: "a string", bool: "a boolean"}
+        raise BadRequest(f"{where}.{key} must be {names.get(kind, kind.__name__)}", "tools")
+
+
+def named_tool(names: list[str], name: str) -> str:
+    """*name*, which a tool_choice names, if the request declares it; else a 400."""
+    if name not in names:
+        declared = ", ".join(names) or "none"
+        raise BadRequest(
+            f"'tool_choice' names the tool {name!r}, not in 'tools' (declared: {declared})",
+            "tool_choice",
+        )
+    return name

@@ -20,6 +20,7 @@ from sidecar.policy.model import (
     Breaker,
     BreakerKey,
     Budget,
+    Continuation,
     Jitter,
     Match,
     PolicySet,
@@ -201,6 +202,7 @@ def _route(
         return None
     validate = cast(Tree, tree.get("validate", {}))
     translate = cast(Tree, tree.get("translate", {}))
+    continuation = cast(Tree, tree.get("continuation", {}))
     return Route(
         name=cast(str, tree["name"]),
         match=_match(cast(Tree, tree["match"])),
@@ -216,6 +218,10 @@ def _route(
         translate=Translate(
             max_tokens=cast(int, translate.get("max_tokens", 4096)),
             unsupported=cast(Literal["error", "skip"], translate.get("unsupported", "error")),
+        ),
+        continuation=Continuation(
+            enabled=cast(bool, continuation.get("enabled", False)),
+            target=cast(Literal["next", "same"], continuation.get("target", "next")),
         ),
     )
 

@@ -67,6 +67,10 @@ def route_json(route: Route) -> JSON:
             "max_tokens": route.translate.max_tokens,
             "unsupported": route.translate.unsupported,
         },
+        "continuation": {
+            "enabled": route.continuation.enabled,
+            "target": route.continuation.target,
+        },
     }
 
 
@@ -100,6 +104,11 @@ def explain(policy: PolicySet) -> str:
         lines.append(f"  3. fallback   {len(route.fallback)} target(s), in order:")
         for index, target in enumerate(route.fallback, start=1):
             lines.extend(_target_lines(route, index, target))
+        if route.continuation.enabled:
+            lines.append(
+                f"  4. continuation  a stream broken after its first token is finished on the "
+                f"{route.continuation.target} target (prefill where declared, else restart)"
+            )
         lines.append("")
     lines.append("No route matches → 404 in the client's wire format, no upstream call.")
     return "\n".join(lines)

@@ -171,6 +171,12 @@ class Translate:
 
 
 @dataclass(frozen=True, slots=True)
+class Continuation:
+    enabled: bool = False
+    target: Literal["next", "same"] = "next"
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     match: Match
@@ -181,6 +187,7 @@ class Route:
     retry: Retry = Retry()
     breaker: Breaker = Breaker()
     translate: Translate = Translate()
+    continuation: Continuation = Continuation()
 
 
 @dataclass(frozen=True, slots=True)

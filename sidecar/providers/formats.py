@@ -41,6 +41,12 @@ class Seen:
     error_status: int | None = None  # an error event, and the status it stands for
     error_message: str = ""
     content: bool = False  # carries answer content (the first token), a finish or the end
+    text: str = ""  # the answer text this event adds
+    tool: bool = False  # carries tool-call content
+    finish_reason: str | None = None  # in OpenAI's words: stop, length, tool_calls, ...
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    block_index: int | None = None  # Anthropic content block of a delta
 
     @property
     def substantive(self) -> bool:
@@ -51,6 +57,14 @@ class Seen:
 MALFORMED: Final = Seen(malformed=True)
 PLAIN: Final = Seen()
 CONTENT: Final = Seen(content=True)
+_STOP_TO_FINISH: Final = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "pause_turn": "stop",
+    "refusal": "content_filter",
+}
 
 
 def inspect(fmt: WireFormat, event: Event) -> Seen:
@@ -66,33 +80,81 @@ def inspect(fmt: WireFormat, event: Event) -> Seen:
     if not isinstance(parsed, dict):
         return MALFORMED
     if fmt == "anthropic":
-        kind = parsed.get("type")
-        if event.event == "error" or kind == "error":
-            return _error(parsed.get("error"))
-        if kind == "message_stop":
-            return Seen(terminator=True)
-        if kind == "message_delta":
-            delta = parsed.get("delta")
-            if isinstance(delta, dict) and delta.get("stop_reason"):
-                return Seen(finished=True)
-        if kind == "content_block_delta":
-            return CONTENT
-        return PLAIN
+        return _anthropic(event, parsed)
     if "error" in parsed:
         return _error(parsed.get("error"))
+    return _openai(parsed)
+
+
+def _openai(parsed: dict[str, object]) -> Seen:
+    usage = parsed.get("usage")
+    prompt = completion = None
+    if isinstance(usage, dict):
+        prompt = _int(usage.get("prompt_tokens"))
+        completion = _int(usage.get("completion_tokens"))
     choices = parsed.get("choices")
-    if isinstance(choices, list):
-        for choice in choices:
-            if not isinstance(choice, dict):
-                continue
-            if choice.get("finish_reason"):
-                return Seen(finished=True)
-            delta = choice.get("delta")
-            if isinstance(delta, dict) and (
-                delta.get("content") or delta.get("tool_calls") or delta.get("refusal")
-            ):
-                return CONTENT
+    for choice in choices if isinstance(choices, list) else []:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta")
+        delta = delta if isinstance(delta, dict) else {}
+        text = delta.get("content") or delta.get("refusal") or ""
+        tool = bool(delta.get("tool_calls"))
+        finish = choice.get("finish_reason")
+        if text or tool or finish:
+            return Seen(
+                finished=bool(finish),
+                content=bool(text or tool),
+                text=str(text),
+                tool=tool,
+                finish_reason=str(finish) if finish else None,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+            )
+    if prompt is not None or completion is not None:
+        return Seen(prompt_tokens=prompt, completion_tokens=completion)
     return PLAIN
+
+
+def _anthropic(event: Event, parsed: dict[str, object]) -> Seen:
+    kind = parsed.get("type")
+    if event.event == "error" or kind == "error":
+        return _error(parsed.get("error"))
+    if kind == "message_stop":
+        return Seen(terminator=True)
+    if kind == "message_start":
+        message = parsed.get("message")
+        usage = message.get("usage") if isinstance(message, dict) else None
+        if isinstance(usage, dict):
+            return Seen(prompt_tokens=_int(usage.get("input_tokens")))
+        return PLAIN
+    if kind == "message_delta":
+        delta = parsed.get("delta")
+        usage = parsed.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        stop = delta.get("stop_reason") if isinstance(delta, dict) else None
+        return Seen(
+            finished=bool(stop),
+            finish_reason=_STOP_TO_FINISH.get(str(stop), "stop") if stop else None,
+            prompt_tokens=_int(usage.get("input_tokens")),
+            completion_tokens=_int(usage.get("output_tokens")),
+        )
+    if kind == "content_block_delta":
+        delta = parsed.get("delta")
+        delta = delta if isinstance(delta, dict) else {}
+        index = _int(parsed.get("index"))
+        if delta.get("type") == "text_delta":
+            return Seen(content=True, text=str(delta.get("text", "")), block_index=index)
+        return Seen(content=True, tool=delta.get("type") == "input_json_delta", block_index=index)
+    if kind == "content_block_start":
+        block = parsed.get("content_block")
+        if isinstance(block, dict) and block.get("type") == "tool_use":
+            return Seen(tool=True, block_index=_int(parsed.get("index")))
+    return PLAIN
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _error(error: object) -> Seen:

@@ -278,3 +278,63 @@ class OpenAIToAnthropic:
             return b""
         index, self._open = self._open, None
         return _sse({"type": "content_block_stop", "index": index}, "content_block_stop")
+
+
+class ClientWriter:
+    """Events the sidecar writes itself into a client's stream (continuation): text deltas
+    and the ending (finish, usage, terminator), in the client's format."""
+
+    def __init__(
+        self, fmt: WireFormat, request_id: str, model: object, include_usage: bool, block: int
+    ) -> None:
+        self._fmt = fmt
+        self._id = f"chatcmpl-{request_id}"
+        self._model = model
+        self._created = int(time.time())
+        self._include_usage = include_usage
+        self._block = block
+
+    def text(self, text: str) -> bytes:
+        if not text:
+            return b""
+        if self._fmt == "openai":
+            return _sse(self._chunk({"content": text}, None))
+        delta = {"type": "text_delta", "text": text}
+        body = {"type": "content_block_delta", "index": self._block, "delta": delta}
+        return _sse(body, "content_block_delta")
+
+    def ending(self, finish: str, prompt: int, completion: int) -> bytes:
+        if self._fmt == "openai":
+            out = _sse(self._chunk({}, finish))
+            if self._include_usage:
+                chunk = self._chunk({}, None)
+                chunk["choices"] = []
+                chunk["usage"] = {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                }
+                out += _sse(chunk)
+            return out + terminator("openai")
+        stop = FINISH_TO_STOP.get(finish, "end_turn")
+        return (
+            _sse({"type": "content_block_stop", "index": self._block}, "content_block_stop")
+            + _sse(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"input_tokens": prompt, "output_tokens": completion},
+                },
+                "message_delta",
+            )
+            + terminator("anthropic")
+        )
+
+    def _chunk(self, delta: JSON, finish: str | None) -> JSON:
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }

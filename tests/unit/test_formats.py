@@ -66,7 +66,7 @@ def test_openai_delta_content(delta: dict[str, Any]) -> None:
 )
 def test_openai_non_substantive_chunks(body: dict[str, Any]) -> None:
     seen = inspect("openai", oa(body))
-    assert seen == Seen()
+    assert seen == Seen(prompt_tokens=body.get("usage", {}).get("prompt_tokens"))
     assert not seen.substantive
     assert not seen.malformed
 
@@ -118,7 +118,9 @@ def test_anthropic_message_stop_is_the_terminator() -> None:
 
 def test_anthropic_stop_reason_finishes() -> None:
     body = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {}}
-    assert inspect("anthropic", an("message_delta", body)) == Seen(finished=True)
+    assert inspect("anthropic", an("message_delta", body)) == Seen(
+        finished=True, finish_reason="stop"
+    )
 
 
 def test_anthropic_message_delta_without_stop_reason_is_plain() -> None:
