@@ -6,6 +6,7 @@ an OpenAI-format mock; the clients must get valid objects of their own format.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,3 +293,138 @@ async def test_openai_503_becomes_anthropic_overloaded(stack: Stack) -> None:
             model="claude-sonnet-4-6", max_tokens=10, messages=MESSAGES, extra_headers=TO_OPENAI
         )
     assert caught.value.status_code == 529
+
+
+# -- tool calls, both directions ---------------------------------------------------------
+
+OPENAI_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Look something up",
+            "parameters": {"type": "object", "properties": {"input": {"type": "string"}}},
+        },
+    }
+]
+ANTHROPIC_TOOLS = [
+    {
+        "name": "lookup",
+        "description": "Look something up",
+        "input_schema": {"type": "object", "properties": {"input": {"type": "string"}}},
+    }
+]
+
+
+async def test_openai_tool_call_answered_by_anthropic(stack: Stack) -> None:
+    completion = await stack.openai.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, tools=OPENAI_TOOLS, extra_headers=TO_ANTHROPIC
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
+    call = choice.message.tool_calls[0]
+    assert call.type == "function"
+    assert call.function.name == "lookup"
+    assert json.loads(call.function.arguments) == {"input": "hello there"}
+
+
+async def test_openai_tool_call_stream_answered_by_anthropic(stack: Stack) -> None:
+    stream = await stack.openai.chat.completions.create(
+        model="gpt-4o",
+        messages=MESSAGES,
+        tools=OPENAI_TOOLS,
+        tool_choice="required",
+        stream=True,
+        extra_headers=TO_ANTHROPIC,
+    )
+    name, arguments, finish = None, "", None
+    async for chunk in stream:
+        for choice in chunk.choices:
+            finish = choice.finish_reason or finish
+            for call in choice.delta.tool_calls or []:
+                assert call.index == 0
+                name = call.function.name or name if call.function else name
+                arguments += (call.function.arguments or "") if call.function else ""
+    assert name == "lookup"
+    assert json.loads(arguments) == {"input": "hello there"}
+    assert finish == "tool_calls"
+
+
+async def test_openai_tool_result_round_trip_through_anthropic(stack: Stack) -> None:
+    messages = [
+        *MESSAGES,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "lookup", "arguments": '{"input": "hello there"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+    ]
+    completion = await stack.openai.chat.completions.create(
+        model="gpt-4o", messages=messages, tools=OPENAI_TOOLS, extra_headers=TO_ANTHROPIC
+    )
+    assert completion.choices[0].message.content == DEFAULT_ANSWER
+    assert completion.choices[0].finish_reason == "stop"
+
+
+async def test_anthropic_tool_use_answered_by_openai(stack: Stack) -> None:
+    message = await stack.anthropic.messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=100,
+        messages=MESSAGES,
+        tools=ANTHROPIC_TOOLS,
+        extra_headers=TO_OPENAI,
+    )
+    assert message.stop_reason == "tool_use"
+    block = message.content[0]
+    assert block.type == "tool_use"
+    assert block.name == "lookup"
+    assert block.input == {"input": "hello there"}
+
+
+async def test_anthropic_tool_use_stream_answered_by_openai(stack: Stack) -> None:
+    async with stack.anthropic.messages.stream(
+        model="claude-sonnet-4-6",
+        max_tokens=100,
+        messages=MESSAGES,
+        tools=ANTHROPIC_TOOLS,
+        tool_choice={"type": "any"},
+        extra_headers=TO_OPENAI,
+    ) as stream:
+        final = await stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    block = final.content[0]
+    assert block.type == "tool_use"
+    assert block.input == {"input": "hello there"}
+    assert final.usage.output_tokens == 3
+
+
+async def test_anthropic_tool_result_round_trip_through_openai(stack: Stack) -> None:
+    message = await stack.anthropic.messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=100,
+        tools=ANTHROPIC_TOOLS,
+        messages=[
+            *MESSAGES,
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"input": "x"}}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "42"}],
+            },
+        ],
+        extra_headers=TO_OPENAI,
+    )
+    assert message.content[0].type == "text"
+    assert message.content[0].text == DEFAULT_ANSWER
