@@ -26,8 +26,12 @@ from sidecar.errors import (
     client_format,
 )
 from sidecar.observability.logs import log_request
+from sidecar.pipeline.attempt import include_usage
+from sidecar.pipeline.build import Pipeline
 from sidecar.pipeline.call import Answer, Call
+from sidecar.pipeline.continuation import continue_answer
 from sidecar.policy.model import PolicySet
+from sidecar.providers.formats import stream_error
 from sidecar.state import HOLDER
 from sidecar.streaming.relay import relay
 
@@ -92,7 +96,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     answer: Answer | None = None
     try:
         answer = await pipeline.handle(call)
-        response, outcome = await _write(request, call, answer, policy)
+        response, outcome = await _write(request, call, answer, policy, pipeline)
         return response
     except SidecarError as error:
         outcome, status = error.code, error.status
@@ -114,13 +118,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 "attempts": call.attempts,
                 "upstream": answer.upstream.name if answer else None,
                 "fallbacks": [f"{name}:{reason}" for name, reason in call.fallbacks],
+                "continued": call.continued,
                 "latency_ms": round((time.monotonic() - started) * 1000, 1),
             }
         )
 
 
 async def _write(
-    request: web.Request, call: Call, answer: Answer, policy: PolicySet
+    request: web.Request, call: Call, answer: Answer, policy: PolicySet, pipeline: Pipeline
 ) -> tuple[web.StreamResponse, str]:
     """Send *answer* to the client; return the response and the request's outcome label."""
     headers = answer.headers
@@ -135,26 +140,53 @@ async def _write(
         return response, "success" if answer.status < 400 else "upstream_error"
     streaming = web.StreamResponse(status=answer.status, headers=headers)
     await streaming.prepare(request)  # the commit point
-    await streaming.write(b"".join(stream.first))
-    if stream.terminated or stream.errored:
-        result = "complete" if stream.terminated else "upstream_error"
-        ok = stream.terminated
+    continuable = call.route.continuation.enabled and not stream.delivered.tool
+    first = stream.first[:-1] if stream.errored and continuable else stream.first
+    await streaming.write(b"".join(first))
+    if stream.terminated:
+        result, ok = "complete", True
+    elif stream.errored and not continuable:
+        result, ok = "upstream_error", False
     else:
-        outcome = await relay(
-            stream.content,  # type: ignore[arg-type]
-            streaming,
-            stream.parser,
-            answer.upstream.format,
-            call.route.timeouts.idle,
-            call.request_id,
-            finished=stream.finished,
-            translator=stream.translator,
-            client=call.client_format,
-        )
-        result, ok = outcome.result, outcome.ok
+        if stream.errored:
+            result, ok = "upstream_error", False
+        else:
+            outcome = await relay(
+                stream.content,  # type: ignore[arg-type]
+                streaming,
+                stream.parser,
+                answer.upstream.format,
+                call.route.timeouts.idle,
+                call.request_id,
+                finished=stream.finished,
+                translator=stream.translator,
+                client=call.client_format,
+                delivered=stream.delivered,
+                emit_errors=not continuable,
+            )
+            result, ok = outcome.result, outcome.ok
+        if not ok and continuable:
+            answer.done("failure")  # the broken target's breaker counts it
+            if stream.delivered.tool:  # tool calls went out meanwhile: never spliced
+                message = f"the answer was interrupted after it started: {result}"
+                await streaming.write(
+                    stream_error(call.client_format, message, call.request_id, "stream_cut")
+                )
+            else:
+                continued = await continue_answer(
+                    call,
+                    pipeline.targets,
+                    answer.target,
+                    pipeline.budget,
+                    stream.delivered,
+                    streaming,
+                    include_usage(call),
+                )
+                call.continued = f"{continued.target}/{continued.mode}/{result}"
+                result, ok = ("continued", True) if continued.ok else ("incomplete", False)
     await streaming.write_eof()
     answer.done("success" if ok else "failure")
-    return streaming, "success" if ok else f"stream_{result}"
+    return streaming, "success" if ok and result != "continued" else f"stream_{result}"
 
 
 async def _read_body(request: web.Request, policy: PolicySet) -> bytes:

@@ -78,7 +78,7 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
         for name in sending.drop_headers:
             headers.popall(name, None)
         headers.extend(sending.add_headers)
-        translator = make_translator(fmt, call.client_format, call.request_id, _include_usage(call))
+        translator = make_translator(fmt, call.client_format, call.request_id, include_usage(call))
         response: ClientResponse | None = None
         try:
             try:
@@ -142,10 +142,10 @@ def _finish(response: ClientResponse) -> None:
 
 def upstream_answer(response: ClientResponse, target: Target) -> Answer:
     headers = client_headers(response.headers)
-    return Answer(response.status, headers, target.upstream)
+    return Answer(response.status, headers, target.upstream, target=target)
 
 
-def _include_usage(call: Call) -> bool:
+def include_usage(call: Call) -> bool:
     """Whether the client wants usage at the end of a stream (Anthropic clients always get it)."""
     if call.client_format == "anthropic":
         return True
@@ -193,6 +193,8 @@ async def _first_part(
             if seen.malformed:
                 continue
             stream.first.append(translator.event(event, seen))
+            stream.seen.append(seen)
+            stream.delivered.add(seen)
             stream.finished = stream.finished or seen.finished
             if seen.terminator or seen.error_status is not None:
                 # The stream ended in this same read: after the commit point, as it is.

@@ -21,7 +21,7 @@ from sidecar.pipeline.deadline import make_deadline
 from sidecar.pipeline.fallback import make_fallback
 from sidecar.pipeline.retry import make_retry
 from sidecar.pipeline.validate import make_validate
-from sidecar.policy.model import PolicySet, Route
+from sidecar.policy.model import PolicySet, Route, Target
 from sidecar.resilience.breaker import BreakerRegistry
 from sidecar.resilience.budget import RetryBudget
 from sidecar.resilience.clock import Clock
@@ -52,6 +52,7 @@ class Pipeline:
     route: Route
     handle: Handler
     budget: RetryBudget
+    targets: tuple[tuple[Target, Handler], ...]  # regular targets, for continuation
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ def make_pipeline(route: Route, registries: Registries, session: ClientSession) 
     policy = RetryPolicy(route.retry, budget, registries.rng)
     deps = AttemptDeps(session)
     targets = []
+    regular: list[tuple[Target, Handler]] = []
     for target in route.fallback:
         name = target.upstream.name
         chain = fold(
@@ -78,6 +80,8 @@ def make_pipeline(route: Route, registries: Registries, session: ClientSession) 
             make_attempt(route, target, deps),
         )
         targets.append((name, chain, target.when))
+        if target.when == "always":
+            regular.append((target, chain))
 
     handle = fold(
         [
@@ -87,7 +91,7 @@ def make_pipeline(route: Route, registries: Registries, session: ClientSession) 
         ],
         _terminal,
     )
-    return Pipeline(route, handle, budget)
+    return Pipeline(route, handle, budget, tuple(regular))
 
 
 def make_runtime(policy: PolicySet, registries: Registries, session: ClientSession) -> Runtime:

@@ -13,11 +13,12 @@ from typing import Literal
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from sidecar.policy.model import Route, Upstream
-from sidecar.providers.formats import WireFormat
+from sidecar.policy.model import Route, Target, Upstream
+from sidecar.providers.formats import Seen, WireFormat
 from sidecar.providers.streams import StreamTranslator
 from sidecar.resilience.deadline import Deadline
 from sidecar.resilience.retry import Failure, MoveOnReason
+from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.sse import SSEParser
 
 Completion = Literal["success", "failure", "cancelled"]
@@ -46,6 +47,8 @@ class Upstreaming:
     finished: bool = False  # a finish/stop reason was among the first events
     terminated: bool = False  # the terminator was among the first events
     errored: bool = False  # an error event (after the first token) was among them
+    delivered: Delivered = field(default_factory=Delivered)  # what the first events carry
+    seen: list[Seen] = field(default_factory=list)  # the peeked events, classified
 
 
 @dataclass(slots=True)
@@ -56,6 +59,7 @@ class Answer:
     headers: CIMultiDict[str]
     upstream: Upstream
     body: bytes = b""
+    target: Target | None = None
     stream: Upstreaming | None = None
     on_done: list[Callable[[Completion], None]] = field(default_factory=list)
 
@@ -83,6 +87,7 @@ class Call:
     attempts: int = 0
     cleanups: list[Callable[[], None]] = field(default_factory=list)  # run when answered
     outgoing: Outgoing | None = None  # set per target by the adapter stage
+    continued: str | None = None  # "target/mode/result" when a broken stream was continued
     fallbacks: list[tuple[str, SkipReason]] = field(default_factory=list)
 
 

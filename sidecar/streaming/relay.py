@@ -23,6 +23,7 @@ from aiohttp import ClientConnectionError, ClientPayloadError
 
 from sidecar.providers.formats import WireFormat, inspect, stream_error
 from sidecar.providers.streams import Passthrough, StreamTranslator
+from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.sse import SSEError, SSEParser
 
 log = logging.getLogger("sidecar.stream")
@@ -42,6 +43,7 @@ class RelayOutcome:
     result: RelayResult
     events: int = 0
     dropped: int = 0
+    detail: str = ""
 
     @property
     def ok(self) -> bool:
@@ -58,25 +60,31 @@ async def relay(
     finished: bool = False,
     translator: StreamTranslator | None = None,
     client: WireFormat | None = None,
+    delivered: Delivered | None = None,
+    emit_errors: bool = True,
 ) -> RelayOutcome:
     """Forward events from *source* to *sink* until the stream ends one way or another.
 
     *fmt* is the upstream's format; *translator* turns its events into the *client*'s
-    (by default both are the same and bytes pass untouched).
+    (by default both are the same and bytes pass untouched). *delivered* records what
+    went out. With *emit_errors* off a failure writes nothing (not even the upstream's
+    error event): the caller may still finish the answer elsewhere.
     """
     client = client or fmt
     translate = translator or Passthrough(fmt)
     outcome = RelayOutcome("complete")
+    track = delivered if delivered is not None else Delivered()
+    fail = _fail if emit_errors else _quiet
     while True:
         try:
             async with asyncio.timeout(idle):
                 chunk = await source.readany()
         except TimeoutError:
             detail = f"no data for {idle:g}s"
-            return await _fail(sink, client, request_id, outcome, "stalled", detail)
+            return await fail(sink, client, request_id, outcome, "stalled", detail)
         except (ClientPayloadError, ClientConnectionError) as exc:
             detail = f"the upstream connection was lost ({type(exc).__name__})"
-            return await _fail(sink, client, request_id, outcome, "cut", detail)
+            return await fail(sink, client, request_id, outcome, "cut", detail)
         try:
             if chunk:
                 events = parser.feed(chunk)
@@ -84,7 +92,7 @@ async def relay(
                 last = parser.close()
                 events = [last] if last else []
         except SSEError as exc:
-            return await _fail(sink, client, request_id, outcome, "cut", str(exc))
+            return await fail(sink, client, request_id, outcome, "cut", str(exc))
         out = bytearray()
         for event in events:
             seen = inspect(fmt, event)
@@ -95,12 +103,16 @@ async def relay(
                      "bytes": len(event.raw)}
                 )  # fmt: skip
                 continue
-            out += translate.event(event, seen)
-            outcome.events += 1
             if seen.error_status is not None:
+                if emit_errors:
+                    out += translate.event(event, seen)
                 await sink.write(bytes(out))
                 outcome.result = "upstream_error"
+                outcome.detail = seen.error_message
                 return outcome
+            out += translate.event(event, seen)
+            outcome.events += 1
+            track.add(seen)
             if seen.terminator:
                 await sink.write(bytes(out))
                 return outcome
@@ -112,10 +124,23 @@ async def relay(
                 await sink.write(translate.finalise())
                 outcome.result = "finalised"
                 return outcome
-            return await _fail(
+            return await fail(
                 sink, client, request_id, outcome, "truncated",
                 "the upstream stream ended before the answer was complete",
             )  # fmt: skip
+
+
+async def _quiet(
+    sink: ByteSink,
+    fmt: WireFormat,
+    request_id: str,
+    outcome: RelayOutcome,
+    result: RelayResult,
+    detail: str,
+) -> RelayOutcome:
+    outcome.result = result
+    outcome.detail = detail
+    return outcome
 
 
 async def _fail(
@@ -127,6 +152,7 @@ async def _fail(
     detail: str,
 ) -> RelayOutcome:
     outcome.result = result
+    outcome.detail = detail
     message = f"the answer was interrupted after it started: {detail}"
     await sink.write(stream_error(fmt, message, request_id, f"stream_{result}"))
     return outcome
