@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sidecar.policy.explain import policy_json
 from sidecar.state import REGISTRIES, STORE
@@ -68,9 +69,16 @@ async def force_breaker(request: web.Request) -> web.Response:
     return _json(breaker.snapshot())
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format."""
+    body = generate_latest(request.app[REGISTRIES].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/admin/policy", policy)
     app.router.add_get("/admin/breakers", breakers)
     app.router.add_post("/admin/breakers/{key}/{action:reset|open}", force_breaker)

@@ -77,6 +77,7 @@ def create_app(config: SidecarConfig) -> web.Application:
         config.clock, BreakerRegistry(config.clock), rng=random.Random(config.seed)
     )
     registries.breakers.listeners.append(log_breaker_event)
+    registries.metrics.watch(store, registries.breakers)
     app[STORE] = store
     app[HOLDER] = holder
     app[REGISTRIES] = registries

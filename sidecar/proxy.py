@@ -26,13 +26,14 @@ from sidecar.errors import (
     client_format,
 )
 from sidecar.observability.logs import log_request
+from sidecar.observability.metrics import status_class
 from sidecar.pipeline.attempt import include_usage
-from sidecar.pipeline.build import Pipeline
+from sidecar.pipeline.build import Pipeline, Runtime
 from sidecar.pipeline.call import Answer, Call
 from sidecar.pipeline.continuation import continue_answer
 from sidecar.policy.model import PolicySet
 from sidecar.providers.formats import stream_error
-from sidecar.state import HOLDER
+from sidecar.state import HOLDER, REGISTRIES
 from sidecar.streaming.relay import relay
 
 REQUEST_ID: Final = web.RequestKey("request_id", str)
@@ -61,8 +62,58 @@ async def handle(request: web.Request) -> web.StreamResponse:
     runtime = request.app[HOLDER].current  # held for the whole request, whatever reloads do
     if runtime is None:
         raise NotReady("no valid policy is loaded yet; see /admin/policy")
+    metrics = request.app[REGISTRIES].metrics
     started = time.monotonic()
     rid = request_id(request)
+    record = _Record()
+    metrics.in_flight.inc()
+    try:
+        return await _handle(request, runtime, rid, started, record)
+    except SidecarError as error:
+        record.outcome, record.status = error.code, error.status
+        raise
+    except asyncio.CancelledError:
+        record.outcome = "client_cancelled"
+        metrics.client_cancellations.labels(record.route).inc()
+        raise
+    finally:
+        elapsed = time.monotonic() - started
+        metrics.in_flight.dec()
+        metrics.requests.labels(record.route, record.outcome, status_class(record.status)).inc()
+        metrics.request_duration.labels(record.route).observe(elapsed)
+        call = record.call
+        if call is not None:
+            log_request(
+                {
+                    "request_id": rid,
+                    "route": record.route,
+                    "outcome": record.outcome,
+                    "status": record.status,
+                    "attempts": call.attempts,
+                    "upstream": record.upstream,
+                    "fallbacks": [f"{name}:{reason}" for name, reason in call.fallbacks],
+                    "continued": call.continued,
+                    "latency_ms": round(elapsed * 1000, 1),
+                }
+            )
+
+
+class _Record:
+    """What the request turned out to be, for its log line and metrics."""
+
+    __slots__ = ("call", "outcome", "route", "status", "upstream")
+
+    def __init__(self) -> None:
+        self.route = "none"
+        self.outcome = "error"
+        self.status: int | None = None
+        self.upstream: str | None = None
+        self.call: Call | None = None
+
+
+async def _handle(
+    request: web.Request, runtime: Runtime, rid: str, started: float, record: _Record
+) -> web.StreamResponse:
     fmt = client_format(request)
     policy = runtime.policy
     body = await _read_body(request, policy)
@@ -72,6 +123,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     route = policy.route_for(request.method, request.path, model, request.headers)
     if route is None:
         raise NoRoute(f"no route matches {request.method} {request.path}")
+    record.route = route.name
     if len(body) > route.validate.max_body:
         raise BodyTooLarge(
             f"request body is {len(body)} bytes; route {route.name!r} allows "
@@ -91,43 +143,30 @@ async def handle(request: web.Request) -> web.StreamResponse:
         model=model,
         stream=parsed is not None and parsed.get("stream") is True,
     )
-    outcome = "error"
-    status: int | None = None
+    record.call = call
+    metrics = request.app[REGISTRIES].metrics
     answer: Answer | None = None
     try:
-        answer = await pipeline.handle(call)
-        response, outcome = await _write(request, call, answer, policy, pipeline)
+        try:
+            answer = await pipeline.handle(call)
+        finally:
+            overhead = time.monotonic() - started - call.upstream_seconds - call.backoff_seconds
+            metrics.overhead.labels(route.name).observe(max(0.0, overhead))
+        record.status, record.upstream = answer.status, answer.upstream.name
+        response, record.outcome = await _write(request, call, answer, policy, pipeline)
         return response
-    except SidecarError as error:
-        outcome, status = error.code, error.status
-        raise
-    except asyncio.CancelledError:
-        outcome = "client_cancelled"
-        raise
     finally:
         for cleanup in call.cleanups:  # closes a live upstream stream at once
             cleanup()
         if answer is not None:
             answer.done("cancelled")  # no-op when _write already reported the result
-        log_request(
-            {
-                "request_id": rid,
-                "route": route.name,
-                "outcome": outcome,
-                "status": answer.status if answer else status,
-                "attempts": call.attempts,
-                "upstream": answer.upstream.name if answer else None,
-                "fallbacks": [f"{name}:{reason}" for name, reason in call.fallbacks],
-                "continued": call.continued,
-                "latency_ms": round((time.monotonic() - started) * 1000, 1),
-            }
-        )
 
 
 async def _write(
     request: web.Request, call: Call, answer: Answer, policy: PolicySet, pipeline: Pipeline
 ) -> tuple[web.StreamResponse, str]:
     """Send *answer* to the client; return the response and the request's outcome label."""
+    metrics = request.app[REGISTRIES].metrics
     headers = answer.headers
     headers["x-request-id"] = call.request_id
     headers["x-sidecar-upstream"] = answer.upstream.name
@@ -183,8 +222,23 @@ async def _write(
                     include_usage(call),
                 )
                 call.continued = f"{continued.target}/{continued.mode}/{result}"
+                metrics.continuations.labels(
+                    call.route.name,
+                    continued.target or "none",
+                    continued.mode or "none",
+                    "ok" if continued.ok else "failed",
+                ).inc()
                 result, ok = ("continued", True) if continued.ok else ("incomplete", False)
     await streaming.write_eof()
+    delivered = stream.delivered
+    if delivered.prompt_tokens is not None or delivered.completion_tokens is not None:
+        model = answer.target.model_for(call.model) if answer.target else call.model
+        metrics.count_tokens(
+            answer.upstream.name,
+            model,
+            delivered.prompt_tokens or 0,
+            delivered.completion_tokens or 0,
+        )
     answer.done("success" if ok else "failure")
     return streaming, "success" if ok and result != "continued" else f"stream_{result}"
 

@@ -233,9 +233,24 @@ def _check_json(answer: Answer, upstream: WireFormat, client: WireFormat | None)
         parsed = orjson.loads(answer.body)
     except orjson.JSONDecodeError:
         raise AttemptFailed(Failure("status", 502, detail="invalid JSON from upstream")) from None
-    if client is None or client == upstream or not isinstance(parsed, dict):
+    if not isinstance(parsed, dict):
+        return
+    answer.usage = _usage(parsed)
+    if client is None or client == upstream:
         return
     if upstream == "anthropic":
         answer.body = orjson.dumps(anthropic_message_to_openai(parsed))
     else:
         answer.body = orjson.dumps(openai_completion_to_anthropic(parsed))
+
+
+def _usage(body: dict[str, object]) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of an OpenAI or Anthropic answer, when it says."""
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    if isinstance(prompt, int) and isinstance(completion, int):
+        return prompt, completion
+    return None

@@ -1,6 +1,6 @@
 """Compiling a route into its pipeline, once per policy load (never per request).
 
-    validate ▶ deadline ▶ fallback ─▶ for each target: adapter ▶ retry ▶ breaker ▶ attempt
+    validate ▶ deadline ▶ fallback ─▶ for each target: adapter ▶ retry ▶ breaker ▶ meter ▶ attempt
 
 State that must survive a reload (breakers, retry budgets) comes from
 registries keyed by stable names, so it carries over when names stay.
@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 
 from aiohttp import ClientSession
 
+from sidecar.observability.metrics import Metrics
 from sidecar.pipeline.adapter import make_adapter
 from sidecar.pipeline.attempt import AttemptDeps, make_attempt
 from sidecar.pipeline.breaker import make_breaker
 from sidecar.pipeline.call import Answer, Call, Handler, fold
 from sidecar.pipeline.deadline import make_deadline
 from sidecar.pipeline.fallback import make_fallback
+from sidecar.pipeline.meter import make_meter
 from sidecar.pipeline.retry import make_retry
 from sidecar.pipeline.validate import make_validate
 from sidecar.policy.model import PolicySet, Route, Target
@@ -34,6 +36,7 @@ class Registries:
 
     clock: Clock
     breakers: BreakerRegistry
+    metrics: Metrics = field(default_factory=Metrics)
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -74,8 +77,9 @@ def make_pipeline(route: Route, registries: Registries, session: ClientSession) 
         chain = fold(
             [
                 make_adapter(route, target),
-                make_retry(policy, registries.clock, name),
+                make_retry(policy, registries.clock, name, registries.metrics),
                 make_breaker(registries.breakers, route.breaker, route.name, name),
+                make_meter(registries.metrics, route.name, name),
             ],
             make_attempt(route, target, deps),
         )
@@ -87,7 +91,7 @@ def make_pipeline(route: Route, registries: Registries, session: ClientSession) 
         [
             make_validate(route),
             make_deadline(route.deadline, registries.clock),
-            make_fallback(targets),
+            make_fallback(targets, registries.metrics),
         ],
         _terminal,
     )

@@ -60,6 +60,7 @@ class Answer:
     upstream: Upstream
     body: bytes = b""
     target: Target | None = None
+    usage: tuple[int, int] | None = None  # (prompt, completion) of a non-streaming answer
     stream: Upstreaming | None = None
     on_done: list[Callable[[Completion], None]] = field(default_factory=list)
 
@@ -88,6 +89,8 @@ class Call:
     cleanups: list[Callable[[], None]] = field(default_factory=list)  # run when answered
     outgoing: Outgoing | None = None  # set per target by the adapter stage
     continued: str | None = None  # "target/mode/result" when a broken stream was continued
+    upstream_seconds: float = 0.0  # time spent in upstream attempts (for the overhead metric)
+    backoff_seconds: float = 0.0
     fallbacks: list[tuple[str, SkipReason]] = field(default_factory=list)
 
 

@@ -16,6 +16,7 @@ import math
 
 from sidecar.errors import SidecarError, UpstreamUnavailable
 from sidecar.observability.logs import log_attempt
+from sidecar.observability.metrics import Metrics
 from sidecar.pipeline.attempt import DeadlineExceeded
 from sidecar.pipeline.call import Answer, Call, Handler, Stage, TargetFailed
 from sidecar.pipeline.retry import NotRetryable
@@ -31,14 +32,14 @@ class AllBreakersOpen(SidecarError):
         self.retry_after = max(1, math.ceil(retry_after))
 
 
-def make_fallback(targets: list[tuple[str, Handler, TargetWhen]]) -> Stage:
+def make_fallback(targets: list[tuple[str, Handler, TargetWhen]], metrics: Metrics) -> Stage:
     regular = [(name, chain) for name, chain, when in targets if when == "always"]
     larger = [(name, chain) for name, chain, when in targets if when != "always"]
 
     async def fallback(call: Call, following: Handler) -> Answer:
         assert call.deadline is not None
         failures: list[TargetFailed] = []
-        for name, chain in regular:
+        for position, (name, chain) in enumerate(regular):
             if call.deadline.expired:
                 break
             try:
@@ -59,6 +60,8 @@ def make_fallback(targets: list[tuple[str, Handler, TargetWhen]]) -> Stage:
             except TargetFailed as failed:
                 failures.append(failed)
                 call.fallbacks.append((name, failed.reason))
+                following_name = regular[position + 1][0] if position + 1 < len(regular) else "none"
+                metrics.fallbacks.labels(call.route.name, name, following_name, failed.reason).inc()
                 log_attempt(
                     {
                         "request_id": call.request_id,

@@ -7,7 +7,10 @@ only sleeps (on the injected clock) and loops.
 
 from __future__ import annotations
 
+from prometheus_client import Counter, Histogram
+
 from sidecar.observability.logs import log_attempt
+from sidecar.observability.metrics import Metrics
 from sidecar.pipeline.call import (
     Answer,
     AttemptFailed,
@@ -29,8 +32,12 @@ class NotRetryable(Exception):
         self.failed = failed
 
 
-def make_retry(policy: RetryPolicy, clock: Clock, upstream: str) -> Stage:
+def make_retry(policy: RetryPolicy, clock: Clock, upstream: str, metrics: Metrics) -> Stage:
+    retries: Counter | None = None
+    backoff: Histogram | None = None
+
     async def retry(call: Call, following: Handler) -> Answer:
+        nonlocal retries, backoff
         assert call.deadline is not None
         attempt = 0
         while True:
@@ -62,6 +69,12 @@ def make_retry(policy: RetryPolicy, clock: Clock, upstream: str) -> Stage:
                 log_attempt(
                     {**fields, "backoff_ms": round(decision.delay * 1000, 1), "decision": "retry"}
                 )
+                if retries is None or backoff is None:
+                    retries = metrics.retries.labels(call.route.name, upstream)
+                    backoff = metrics.backoff.labels(call.route.name)
+                retries.inc()
+                backoff.observe(decision.delay)
+                call.backoff_seconds += decision.delay
                 await clock.sleep(decision.delay)
 
     return retry

@@ -94,7 +94,8 @@ def openai_to_anthropic(body: JSON, default_max_tokens: int) -> JSON:
     if isinstance(tools, list) and tools:
         out["tools"] = [_anthropic_tool(tool, i) for i, tool in enumerate(tools)]
         choice = _anthropic_tool_choice(body.get("tool_choice"))
-        if body.get("parallel_tool_calls") is False:
+        none = choice is not None and choice.get("type") == "none"  # takes no other field
+        if body.get("parallel_tool_calls") is False and not none:
             choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
         if choice is not None:
             out["tool_choice"] = choice
@@ -285,7 +286,9 @@ def _openai_assistant(content: object, index: int) -> JSON:
 
 
 def _openai_tool(tool: object, index: int) -> JSON:
-    if not isinstance(tool, dict) or not tool.get("name"):
+    # A server or client tool (web_search_…, bash_…) has a name and a type, but no schema.
+    custom = isinstance(tool, dict) and tool.get("type") in (None, "custom")
+    if not isinstance(tool, dict) or not tool.get("name") or not custom:
         raise Untranslatable(f"tools[{index}]", "only custom tools with a name can be translated")
     function: JSON = {
         "name": tool["name"],

@@ -152,6 +152,7 @@ def error_status(upstream: WireFormat, client: WireFormat, status: int) -> int:
 def translate_error(upstream: WireFormat, client: WireFormat, status: int, body: bytes) -> bytes:
     """An upstream error body in the client's format, keeping the provider's message."""
     message = _error_message(body) or f"upstream error {status}"
+    status = error_status(upstream, client, status)  # typed as the status the client gets
     if client == "openai":
         kind, code = _OPENAI_ERRORS.get(
             status, ("server_error" if status >= 500 else "invalid_request_error", str(status))

@@ -13,6 +13,7 @@ class Delivered:
     events: int = 0  # events that carried answer text
     tool: bool = False  # tool-call content went out: such a stream is never spliced
     prompt_tokens: int | None = None
+    completion_tokens: int | None = None
     block: int = 0  # the Anthropic content block the text went into
 
     def add(self, seen: Seen) -> None:
@@ -25,6 +26,8 @@ class Delivered:
             self.tool = True
         if seen.prompt_tokens is not None:
             self.prompt_tokens = seen.prompt_tokens
+        if seen.completion_tokens is not None:
+            self.completion_tokens = seen.completion_tokens
 
     @property
     def text(self) -> str:

@@ -1,0 +1,205 @@
+"""Prometheus metrics: one registry per app, low-cardinality labels, documented in docs/metrics.md.
+
+Labels are names from the policy (route, upstream) or small fixed sets
+(outcome, result, reason). Model labels are bounded: after ``MAX_MODELS``
+distinct values a metric reports further models as ``_other``. Breaker state
+and policy status are read from their owners at scrape time (a collector),
+so nothing on the request path updates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sidecar.policy.store import PolicyStore
+from sidecar.resilience.breaker import STATE_VALUES, BreakerEvent, BreakerRegistry
+
+MAX_MODELS: Final = 64
+OTHER: Final = "_other"
+# Seconds. LLM calls range from milliseconds (errors, cache) to minutes (long answers).
+LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+OVERHEAD_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+
+def status_class(status: int | None) -> str:
+    return f"{status // 100}xx" if status else "none"
+
+
+class BoundedLabel:
+    """Passes through at most *limit* distinct values, then answers ``_other``."""
+
+    def __init__(self, limit: int = MAX_MODELS) -> None:
+        self._seen: set[str] = set()
+        self._limit = limit
+
+    def __call__(self, value: str | None) -> str:
+        if value is None:
+            return "none"
+        if value in self._seen:
+            return value
+        if len(self._seen) < self._limit:
+            self._seen.add(value)
+            return value
+        return OTHER
+
+
+class Metrics:
+    """Every metric the sidecar exports, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "sidecar_requests",
+            "Client requests by route, outcome and status class.",
+            ["route", "outcome", "status_class"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "sidecar_in_flight_requests", "Client requests being handled now.", registry=r
+        )
+        self.request_duration = Histogram(
+            "sidecar_request_duration_seconds",
+            "Time from request to the end of the answer (streams included).",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "sidecar_overhead_seconds",
+            "Time the sidecar spent on a request outside upstream calls and backoff sleeps "
+            "(up to the answer's first byte).",
+            ["route"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.attempts = Counter(
+            "sidecar_upstream_attempts",
+            "Upstream attempts by result: ok, 429, 4xx, 5xx, connect_error, reset, timeout, "
+            "first_byte_timeout.",
+            ["route", "upstream", "result"],
+            registry=r,
+        )
+        self.attempt_duration = Histogram(
+            "sidecar_upstream_attempt_duration_seconds",
+            "Time from sending an attempt to its answer (streams: to the first token).",
+            ["route", "upstream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "sidecar_time_to_first_token_seconds",
+            "Streams: time from sending the attempt to its first token.",
+            ["route", "upstream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "sidecar_retries", "Retries (attempts after the first on a target).",
+            ["route", "upstream"], registry=r,
+        )  # fmt: skip
+        self.backoff = Histogram(
+            "sidecar_backoff_seconds",
+            "Backoff and Retry-After sleeps before retries.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "sidecar_fallbacks",
+            "Moves from one target to the next, with the reason.",
+            ["route", "from_upstream", "to_upstream", "reason"],
+            registry=r,
+        )
+        self.continuations = Counter(
+            "sidecar_continuations",
+            "Broken streams finished on another (or the same) target.",
+            ["route", "upstream", "mode", "result"],
+            registry=r,
+        )
+        self.client_cancellations = Counter(
+            "sidecar_client_cancellations",
+            "Requests whose client went away before the answer was complete.",
+            ["route"],
+            registry=r,
+        )
+        self.shutdown_aborted = Counter(
+            "sidecar_shutdown_aborted_requests",
+            "Requests still running when the shutdown grace period ended.",
+            registry=r,
+        )
+        self.tokens = Counter(
+            "sidecar_tokens",
+            "Tokens reported in upstream usage, by kind (prompt, completion).",
+            ["upstream", "model", "kind"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "sidecar_breaker_transitions",
+            "Circuit breaker state changes, by the state entered.",
+            ["breaker", "state"],
+            registry=r,
+        )
+        self.model_label = BoundedLabel()
+        self.breaker_label = BoundedLabel(256)
+
+    def watch(self, store: PolicyStore, breakers: BreakerRegistry) -> None:
+        """Export the policy status and breaker states, read at scrape time."""
+        self.registry.register(_StateCollector(store, breakers, self.breaker_label))
+        breakers.listeners.append(self._on_breaker)
+
+    def _on_breaker(self, event: BreakerEvent) -> None:
+        state = {"BreakerOpened": "open", "BreakerHalfOpened": "half_open"}.get(
+            type(event).__name__, "closed"
+        )
+        self.breaker_transitions.labels(self.breaker_label(event.key), state).inc()
+
+    def count_tokens(self, upstream: str, model: str | None, prompt: int, completion: int) -> None:
+        label = self.model_label(model)
+        if prompt:
+            self.tokens.labels(upstream, label, "prompt").inc(prompt)
+        if completion:
+            self.tokens.labels(upstream, label, "completion").inc(completion)
+
+
+class _StateCollector(Collector):
+    def __init__(
+        self, store: PolicyStore, breakers: BreakerRegistry, label: Callable[[str], str]
+    ) -> None:
+        self._store = store
+        self._breakers = breakers
+        self._label = label
+
+    def collect(self) -> Iterator[Metric]:
+        reloads = CounterMetricFamily(
+            "sidecar_policy_reloads", "Policy reload attempts by result.", labels=["result"]
+        )
+        for result, count in self._store.counts.items():
+            reloads.add_metric([result], count)
+        yield reloads
+        info = GaugeMetricFamily(
+            "sidecar_policy_info", "The active policy (value 1), by content hash.",
+            labels=["hash"],
+        )  # fmt: skip
+        if self._store.active is not None:
+            info.add_metric([self._store.active.hash], 1)
+        yield info
+        loaded = GaugeMetricFamily(
+            "sidecar_policy_loaded_timestamp_seconds", "When the active policy was loaded."
+        )
+        if self._store.loaded_at is not None:
+            loaded.add_metric([], self._store.loaded_at)
+        yield loaded
+        state = GaugeMetricFamily(
+            "sidecar_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            labels=["breaker"],
+        )
+        for breaker in self._breakers.all():
+            state.add_metric([self._label(breaker.key)], STATE_VALUES[breaker.state])
+        yield state
