@@ -8,9 +8,10 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import aiohttp
 
@@ -35,12 +36,23 @@ def start(
         preexec_fn=(lambda: os.sched_setaffinity(0, {cpu or 0})) if pin else None,
     )
     assert process.stdout is not None
-    line = process.stdout.readline()
-    match = re.search(r"http://[\d.]+:\d+", line)
-    if not match:
-        process.kill()
-        raise SystemExit(f"{argv[0:3]} did not start: {line!r}")
-    return process, match.group(0)
+    for _ in range(50):  # log lines may come before the address
+        line = process.stdout.readline()
+        match = re.search(r"listening on (http://[\d.]+:\d+)", line)
+        if match:
+            # Keep reading what it prints (a log line per request) so it never blocks on a
+            # full pipe; the lines themselves are not needed.
+            threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
+            return process, match.group(1)
+        if not line:
+            break
+    process.kill()
+    raise SystemExit(f"{argv[0:3]} did not start")
+
+
+def _drain(stream: IO[str]) -> None:
+    for _ in stream:
+        pass
 
 
 def stop(process: subprocess.Popen[str]) -> None:

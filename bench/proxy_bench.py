@@ -61,7 +61,10 @@ def main() -> None:
             None,
         ),
         "sidecar, default policy": (
-            ["-m", "sidecar", "run", "--port", "0", "--policies", str(ROOT / "policies")],
+            [
+                *("-m", "sidecar", "run", "--port", "0", "--admin-port", "0"),
+                *("--policies", str(ROOT / "policies")),
+            ],
             {"OPENAI_URL": mock_url},
         ),
     }

@@ -1,15 +1,24 @@
-"""Health, readiness and the admin view of the policy (secrets redacted)."""
+"""Health, readiness, metrics, and the admin API (policy and breakers; secrets redacted).
+
+The main port serves ``/health``, ``/ready`` and ``/metrics`` beside the proxy.
+The admin API (``/admin/...``, plus the same three) is a separate application on
+its own port, bound to 127.0.0.1 by default; with a token configured every
+admin request needs ``Authorization: Bearer <token>``.
+"""
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sidecar.policy.explain import policy_json
-from sidecar.state import REGISTRIES, STORE
+from sidecar.state import HOLDER, LIFECYCLE, REGISTRIES, STORE
 
 
 def _json(body: object, status: int = 200) -> web.Response:
@@ -28,8 +37,10 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: 200 once a policy is loaded, 503 with a reason otherwise."""
+    """Readiness: 200 once a policy is loaded and not draining, 503 with a reason otherwise."""
     store = request.app[STORE]
+    if request.app[LIFECYCLE].draining:
+        return _json({"status": "not ready", "reason": "draining: the sidecar is stopping"}, 503)
     if store.active is None:
         return _json({"status": "not ready", "reason": "no valid policy loaded"}, 503)
     return _json({"status": "ready", "policy": store.active.hash})
@@ -76,9 +87,46 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    """The endpoints of the main port (beside the proxy)."""
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/admin/policy", policy)
-    app.router.add_get("/admin/breakers", breakers)
-    app.router.add_post("/admin/breakers/{key}/{action:reset|open}", force_breaker)
+
+
+def create_admin_app(main: web.Application, token: str | None) -> web.Application:
+    """The admin API, sharing the main app's state."""
+    admin = web.Application(middlewares=[_require_token(token)])
+    admin[STORE] = main[STORE]
+    admin[REGISTRIES] = main[REGISTRIES]
+    admin[LIFECYCLE] = main[LIFECYCLE]
+    admin[HOLDER] = main[HOLDER]
+    add_routes(admin)
+    admin.router.add_get("/admin/policy", policy)
+    admin.router.add_get("/admin/breakers", breakers)
+    admin.router.add_post("/admin/breakers/{key}/{action:reset|open}", force_breaker)
+    return admin
+
+
+def _require_token(token: str | None) -> Middleware:
+    expected = token.encode() if token else None
+
+    @web.middleware
+    async def check(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if expected is not None:
+            given = request.headers.get("Authorization", "")
+            presented = given[7:].encode() if given.startswith("Bearer ") else b""
+            if not hmac.compare_digest(presented, expected):
+                body = {
+                    "error": {
+                        "message": "the admin API needs 'Authorization: Bearer <token>' "
+                        "(the value of SIDECAR_ADMIN_TOKEN)",
+                        "type": "authentication_error",
+                        "code": "admin_token_required",
+                    }
+                }
+                return _json(body, 401)
+        return await handler(request)
+
+    return check

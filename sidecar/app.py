@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import random
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from sidecar import admin, proxy
 from sidecar.errors import SidecarError, client_format, error_response
+from sidecar.lifecycle import Lifecycle
 from sidecar.observability.logs import log_breaker_event
 from sidecar.pipeline.build import Registries, make_runtime
 from sidecar.pipeline.fallback import AllBreakersOpen
@@ -23,7 +25,7 @@ from sidecar.policy.watcher import PolicyWatcher
 from sidecar.proxy import request_id
 from sidecar.resilience.breaker import BreakerRegistry
 from sidecar.resilience.clock import Clock, SystemClock
-from sidecar.state import HOLDER, REGISTRIES, STORE, RuntimeHolder
+from sidecar.state import ADMIN_APP, HOLDER, LIFECYCLE, REGISTRIES, STORE, RuntimeHolder
 from sidecar.upstream import SESSION, make_session
 
 log = logging.getLogger("sidecar")
@@ -40,12 +42,31 @@ class SidecarConfig:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     clock: Clock = field(default_factory=SystemClock)
     seed: int | None = None  # seeds backoff jitter (tests, reproducible drills)
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8081
+    admin_token: str | None = field(default=None, repr=False)  # SIDECAR_ADMIN_TOKEN
+    grace: float = 25.0  # seconds in-flight requests get to finish on SIGTERM
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be 0..65535, got {self.port}")
+        for name, port in (("port", self.port), ("admin_port", self.admin_port)):
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{name} must be 0..65535, got {port}")
         if self.poll_interval <= 0:
             raise ValueError("poll_interval must be positive")
+        if self.grace < 0:
+            raise ValueError("grace must be >= 0")
+        if not self.admin_token and not is_loopback(self.admin_host):
+            raise ValueError(
+                f"the admin API on {self.admin_host} would be reachable from outside: "
+                "set SIDECAR_ADMIN_TOKEN (or bind it to 127.0.0.1)"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @web.middleware
@@ -73,6 +94,7 @@ def create_app(config: SidecarConfig) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=proxy.HARD_BODY_LIMIT)
     store = PolicyStore(config.policies, config.environ)
     holder = RuntimeHolder()
+    app[LIFECYCLE] = Lifecycle()
     registries = Registries(
         config.clock, BreakerRegistry(config.clock), rng=random.Random(config.seed)
     )
@@ -83,6 +105,7 @@ def create_app(config: SidecarConfig) -> web.Application:
     app[REGISTRIES] = registries
     admin.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    app[ADMIN_APP] = admin.create_admin_app(app, config.admin_token)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         session = make_session()

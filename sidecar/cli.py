@@ -20,7 +20,7 @@ from sidecar.observability.logs import configure as configure_logging
 from sidecar.policy.errors import PolicyError
 from sidecar.policy.explain import explain
 from sidecar.policy.loader import load_policy
-from sidecar.state import STORE
+from sidecar.state import ADMIN_APP, LIFECYCLE, STORE
 
 log = logging.getLogger("sidecar")
 
@@ -63,6 +63,32 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no file-event watch (reload by poll and SIGHUP only)",
     )
+    run.add_argument(
+        "--admin-host",
+        default=os.environ.get("SIDECAR_ADMIN_HOST", "127.0.0.1"),
+        help="admin API address (default 127.0.0.1; others need SIDECAR_ADMIN_TOKEN)",
+    )
+    run.add_argument(
+        "--admin-port",
+        type=int,
+        default=int(os.environ.get("SIDECAR_ADMIN_PORT", "8081")),
+        help="admin API port (default 8081; 0 picks a free one)",
+    )
+    run.add_argument(
+        "--grace",
+        type=float,
+        default=float(os.environ.get("SIDECAR_GRACE", "25")),
+        help="seconds in-flight requests get to finish on SIGTERM (default 25)",
+    )
+    run.add_argument("--log-format", choices=("json", "text"), default="json")
+    run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT); worker i's admin port is admin+i",
+    )
     return parser
 
 
@@ -92,21 +118,26 @@ def show(directory: Path) -> int:
     return 0
 
 
-async def serve(config: SidecarConfig) -> None:
-    """Serve until SIGINT/SIGTERM; SIGHUP forces a policy reload."""
+async def serve(config: SidecarConfig, reuse_port: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM (then drain within the grace period); SIGHUP reloads."""
     app = create_app(config)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    admin_runner = web.AppRunner(app[ADMIN_APP], access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise SystemExit(
-            f"sidecar: cannot listen on {config.host}:{config.port}: {exc.strerror}"
-        ) from None
-    host, port = runner.addresses[0][:2]
-    print(f"sidecar listening on http://{host}:{port} (policies: {config.policies})", flush=True)
+    await admin_runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True, reuse_port=reuse_port)
+    admin_site = web.TCPSite(admin_runner, config.admin_host, config.admin_port)
+    for which, started in ((site, runner), (admin_site, admin_runner)):
+        try:
+            await which.start()
+        except OSError as exc:
+            await runner.cleanup()
+            await admin_runner.cleanup()
+            raise SystemExit(f"sidecar: cannot listen on {which.name}: {exc.strerror}") from None
+        host, port = started.addresses[-1][:2]
+        label = "sidecar listening on" if which is site else "sidecar admin API on"
+        print(f"{label} http://{host}:{port}", flush=True)
+    log.info({"event": "started", "policies": str(config.policies), "grace_s": config.grace})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -114,8 +145,91 @@ async def serve(config: SidecarConfig) -> None:
     loop.add_signal_handler(signal.SIGHUP, lambda: app[STORE].reload("SIGHUP"))
     try:
         await stop.wait()
+        lifecycle = app[LIFECYCLE]
+        lifecycle.draining = True  # readiness fails at once
+        log.info({"event": "draining", "in_flight": lifecycle.in_flight, "grace_s": config.grace})
+        await site.stop()  # no new connections
+        aborted = await lifecycle.drain(config.grace)
+        log.info({"event": "stopped", "aborted": aborted})
     finally:
         await runner.cleanup()
+        await admin_runner.cleanup()
+
+
+def run(args: argparse.Namespace) -> None:
+    configure_logging(getattr(logging, args.log_level.upper()), args.log_format)
+    policies = Path(args.policies or _default_policies())
+    try:
+        config = SidecarConfig(
+            policies=policies,
+            host=args.host,
+            port=args.port,
+            poll_interval=args.poll_interval,
+            watch=not args.no_watch,
+            admin_host=args.admin_host,
+            admin_port=args.admin_port,
+            admin_token=os.environ.get("SIDECAR_ADMIN_TOKEN") or None,
+            grace=args.grace,
+        )
+        load_policy(policies, os.environ)  # refuse to start on an invalid policy
+    except ValueError as exc:
+        print(f"sidecar: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except PolicyError as error:
+        for issue in error.issues:
+            print(issue, file=sys.stderr)
+        print(f"sidecar: refusing to start: {len(error.issues)} error(s) in {policies}",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+    if args.workers > 1:
+        sys.exit(run_workers(args))
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover
+            asyncio.run(serve(config, reuse_port=args.worker))
+        else:
+            uvloop.run(serve(config, reuse_port=args.worker))
+
+
+def run_workers(args: argparse.Namespace) -> int:
+    """Start N worker processes sharing the port; they live and stop together."""
+    from sidecar.devstack import Service, Stack, request_stop
+
+    base = [sys.executable, "-m", "sidecar", "run", "--worker"]
+    skip = {"--workers", "--admin-port"}
+    forwarded: list[str] = []
+    argv = sys.argv[2:] if sys.argv[1:2] == ["run"] else []
+    iterator = iter(argv)
+    for item in iterator:
+        name = item.split("=", 1)[0]
+        if name in skip:
+            if "=" not in item:
+                next(iterator, None)
+            continue
+        forwarded.append(item)
+    services = [
+        Service(
+            f"worker-{index}",
+            (
+                *base,
+                *forwarded,
+                "--admin-port",
+                str(args.admin_port + index if args.admin_port else 0),
+            ),
+        )
+        for index in range(args.workers)
+    ]
+    stack = Stack(services, grace=args.grace + 5)
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    code = 0
+    try:
+        stack.start()
+        code = stack.wait()
+    finally:
+        stack.stop()
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -126,23 +240,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "explain":
         sys.exit(show(Path(args.directory or _default_policies())))
     if args.command == "run":
-        configure_logging()
-        try:
-            config = SidecarConfig(
-                policies=Path(args.policies or _default_policies()),
-                host=args.host,
-                port=args.port,
-                poll_interval=args.poll_interval,
-                watch=not args.no_watch,
-            )
-        except ValueError as exc:
-            sys.exit(f"sidecar: {exc}")
-        with contextlib.suppress(KeyboardInterrupt):
-            try:
-                import uvloop
-            except ImportError:  # pragma: no cover
-                asyncio.run(serve(config))
-            else:
-                uvloop.run(serve(config))
+        run(args)
         return
     parser.print_help()

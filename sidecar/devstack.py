@@ -30,7 +30,10 @@ class Service:
 
 def services(args: argparse.Namespace) -> list[Service]:
     mock = (sys.executable, "-m", "mock_provider", "--chunk-ms", str(args.chunk_ms))
-    sidecar = (sys.executable, "-m", "sidecar", "run", "--policies", args.policies)
+    sidecar = (
+        *(sys.executable, "-m", "sidecar", "run", "--policies", args.policies),
+        *("--admin-port", str(args.admin_port), "--log-format", args.log_format),
+    )
     return [
         Service("mock-openai", (*mock, "--port", str(args.openai_port), "--name", "openai")),
         Service(
@@ -52,15 +55,16 @@ class StopRequested(Exception):
     """Raised by the signal handler to end the wait for children."""
 
 
-def _request_stop(signum: int, _frame: FrameType | None) -> None:
+def request_stop(signum: int, _frame: FrameType | None) -> None:
     raise StopRequested(signal.Signals(signum).name)
 
 
 class Stack:
     """A group of child processes that live and die together."""
 
-    def __init__(self, wanted: Sequence[Service]) -> None:
+    def __init__(self, wanted: Sequence[Service], grace: float = GRACE_SECONDS) -> None:
         self._wanted = wanted
+        self._grace = grace
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
@@ -91,7 +95,7 @@ class Stack:
         for child in self._children.values():
             if child.poll() is None:
                 child.terminate()
-        deadline = time.monotonic() + GRACE_SECONDS
+        deadline = time.monotonic() + self._grace
         for name, child in self._children.items():
             try:
                 child.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -107,12 +111,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--openai-port", type=int, default=8001)
     parser.add_argument("--anthropic-port", type=int, default=8002)
     parser.add_argument("--sidecar-port", type=int, default=8080)
+    parser.add_argument("--admin-port", type=int, default=8081, help="the sidecar's admin API")
+    parser.add_argument("--log-format", choices=("json", "text"), default="text")
     parser.add_argument("--policies", default="policies", help="the sidecar's policy directory")
     parser.add_argument("--chunk-ms", type=int, default=40, help="mock streaming pace")
     args = parser.parse_args(argv)
     stack = Stack(services(args))
-    signal.signal(signal.SIGINT, _request_stop)
-    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
     code = 0
     try:
         stack.start()

@@ -57,6 +57,10 @@ class NotReady(SidecarError):
     status, type, code = 503, "server_error", "no_policy_loaded"
 
 
+class Draining(SidecarError):
+    status, type, code = 503, "server_error", "shutting_down"
+
+
 class UpstreamUnavailable(SidecarError):
     status, type, code = 502, "server_error", "upstream_error"
 

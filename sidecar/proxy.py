@@ -9,6 +9,7 @@ fail over; after it, a failure becomes one final error event in the stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
@@ -19,11 +20,13 @@ from aiohttp import web
 
 from sidecar.errors import (
     BodyTooLarge,
+    Draining,
     InvalidRequest,
     NoRoute,
     NotReady,
     SidecarError,
     client_format,
+    error_response,
 )
 from sidecar.observability.logs import log_request
 from sidecar.observability.metrics import status_class
@@ -33,7 +36,7 @@ from sidecar.pipeline.call import Answer, Call
 from sidecar.pipeline.continuation import continue_answer
 from sidecar.policy.model import PolicySet
 from sidecar.providers.formats import stream_error
-from sidecar.state import HOLDER, REGISTRIES
+from sidecar.state import HOLDER, LIFECYCLE, REGISTRIES
 from sidecar.streaming.relay import relay
 
 REQUEST_ID: Final = web.RequestKey("request_id", str)
@@ -62,21 +65,34 @@ async def handle(request: web.Request) -> web.StreamResponse:
     runtime = request.app[HOLDER].current  # held for the whole request, whatever reloads do
     if runtime is None:
         raise NotReady("no valid policy is loaded yet; see /admin/policy")
+    lifecycle = request.app[LIFECYCLE]
+    if lifecycle.draining:
+        raise Draining("the sidecar is shutting down; retry on another instance")
     metrics = request.app[REGISTRIES].metrics
     started = time.monotonic()
     rid = request_id(request)
     record = _Record()
     metrics.in_flight.inc()
+    task = lifecycle.track()
     try:
         return await _handle(request, runtime, rid, started, record)
     except SidecarError as error:
         record.outcome, record.status = error.code, error.status
         raise
     except asyncio.CancelledError:
-        record.outcome = "client_cancelled"
-        metrics.client_cancellations.labels(record.route).inc()
-        raise
+        if not lifecycle.aborting:
+            record.outcome = "client_cancelled"
+            metrics.client_cancellations.labels(record.route).inc()
+            raise
+        record.outcome = "shutdown_aborted"
+        metrics.shutdown_aborted.inc()
+        if record.committed:
+            raise  # the stream already got its final error event
+        record.status = Draining.status
+        aborted = Draining("the sidecar shut down before the answer was ready")
+        return error_response(aborted, client_format(request), rid)
     finally:
+        lifecycle.untrack(task)
         elapsed = time.monotonic() - started
         metrics.in_flight.dec()
         metrics.requests.labels(record.route, record.outcome, status_class(record.status)).inc()
@@ -101,9 +117,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
 class _Record:
     """What the request turned out to be, for its log line and metrics."""
 
-    __slots__ = ("call", "outcome", "route", "status", "upstream")
+    __slots__ = ("call", "committed", "outcome", "route", "status", "upstream")
 
     def __init__(self) -> None:
+        self.committed = False
         self.route = "none"
         self.outcome = "error"
         self.status: int | None = None
@@ -153,6 +170,7 @@ async def _handle(
             overhead = time.monotonic() - started - call.upstream_seconds - call.backoff_seconds
             metrics.overhead.labels(route.name).observe(max(0.0, overhead))
         record.status, record.upstream = answer.status, answer.upstream.name
+        record.committed = answer.stream is not None
         response, record.outcome = await _write(request, call, answer, policy, pipeline)
         return response
     finally:
@@ -166,7 +184,6 @@ async def _write(
     request: web.Request, call: Call, answer: Answer, policy: PolicySet, pipeline: Pipeline
 ) -> tuple[web.StreamResponse, str]:
     """Send *answer* to the client; return the response and the request's outcome label."""
-    metrics = request.app[REGISTRIES].metrics
     headers = answer.headers
     headers["x-request-id"] = call.request_id
     headers["x-sidecar-upstream"] = answer.upstream.name
@@ -179,6 +196,29 @@ async def _write(
         return response, "success" if answer.status < 400 else "upstream_error"
     streaming = web.StreamResponse(status=answer.status, headers=headers)
     await streaming.prepare(request)  # the commit point
+    try:
+        return await _stream(request, call, answer, streaming, pipeline)
+    except asyncio.CancelledError:
+        if request.app[LIFECYCLE].aborting:  # shutdown grace ended: say so, then close
+            message = "the sidecar shut down before the answer was complete"
+            with contextlib.suppress(Exception):
+                await streaming.write(
+                    stream_error(call.client_format, message, call.request_id, "shutdown")
+                )
+        raise
+
+
+async def _stream(
+    request: web.Request,
+    call: Call,
+    answer: Answer,
+    streaming: web.StreamResponse,
+    pipeline: Pipeline,
+) -> tuple[web.StreamResponse, str]:
+    """Relay a committed stream (continuing it elsewhere if it breaks and the route says so)."""
+    metrics = request.app[REGISTRIES].metrics
+    stream = answer.stream
+    assert stream is not None
     continuable = call.route.continuation.enabled and not stream.delivered.tool
     first = stream.first[:-1] if stream.errored and continuable else stream.first
     await streaming.write(b"".join(first))

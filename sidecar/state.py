@@ -6,6 +6,7 @@ from typing import Final
 
 from aiohttp import web
 
+from sidecar.lifecycle import Lifecycle
 from sidecar.pipeline.build import Registries, Runtime
 from sidecar.policy.store import PolicyStore
 
@@ -22,3 +23,5 @@ class RuntimeHolder:
 STORE: Final = web.AppKey("policy_store", PolicyStore)
 HOLDER: Final = web.AppKey("runtime_holder", RuntimeHolder)
 REGISTRIES: Final = web.AppKey("registries", Registries)
+LIFECYCLE: Final = web.AppKey("lifecycle", Lifecycle)
+ADMIN_APP: Final = web.AppKey("admin_app", web.Application)

@@ -1,4 +1,8 @@
-"""Structured logs: one JSON object per line, fixed keys, never prompts or keys."""
+"""Structured logs: one object per line on stdout, fixed keys, never prompts or keys.
+
+``json`` (the default) is for machines; ``text`` renders the same fields as
+``key=value`` pairs for a human following a demo.
+"""
 
 from __future__ import annotations
 
@@ -32,9 +36,31 @@ class JSONLineFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class TextLineFormatter(logging.Formatter):
+    """``HH:MM:SS.mmm level logger key=value ...`` — the JSON fields, for people."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = record.msg if isinstance(record.msg, dict) else {"msg": record.getMessage()}
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        millis = int(record.created * 1000) % 1000
+        line = f"{stamp}.{millis:03d} {record.levelname.lower():7} {record.name:16} "
+        line += " ".join(f"{key}={_text(value)}" for key, value in payload.items())
+        if record.exc_info and record.exc_info[0] is not None:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value if value and " " not in value else repr(value)
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value) or "-"
+    return "-" if value is None else str(value)
+
+
 class _FastLines:
     """The hot path's lines (one per request and per attempt) written without the logging
-    machinery: the same JSON shape as JSONLineFormatter, straight to stderr's bytes.
+    machinery: the same JSON shape as JSONLineFormatter, straight to stdout's bytes.
     Off (None) until ``configure()`` turns it on; tests and libraries keep ``logging``."""
 
     sink: BinaryIO | None = None
@@ -75,18 +101,19 @@ def log_breaker_event(event: BreakerEvent) -> None:
         breaker_log.info(fields)
 
 
-def configure(level: int = logging.INFO) -> None:
-    """JSON lines on stderr for everything the sidecar logs."""
-    _FastLines.sink = sys.stderr.buffer if level <= logging.INFO else None
-    handler = logging.StreamHandler()
-    handler.setFormatter(JSONLineFormatter())
+def configure(level: int = logging.INFO, fmt: str = "json") -> None:
+    """Lines on stdout for everything the sidecar logs: ``json`` or ``text``."""
+    fast = fmt == "json" and level <= logging.INFO
+    _FastLines.sink = sys.stdout.buffer if fast else None
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JSONLineFormatter() if fmt == "json" else TextLineFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    logging.getLogger("watchfiles").setLevel(max(level, logging.WARNING))
+    logging.getLogger("aiohttp.access").setLevel(max(level, logging.WARNING))
     # Caller, thread and process lookups cost more than the line itself on the hot path.
     logging._srcfile = None  # the documented switch
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -47,7 +47,7 @@ def _free_ports(count: int) -> list[int]:
 
 @pytest.fixture
 def devstack() -> Iterator[subprocess.Popen[str]]:
-    openai_port, anthropic_port, sidecar_port = _free_ports(3)
+    openai_port, anthropic_port, sidecar_port, admin_port = _free_ports(4)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -59,6 +59,8 @@ def devstack() -> Iterator[subprocess.Popen[str]]:
             str(anthropic_port),
             "--sidecar-port",
             str(sidecar_port),
+            "--admin-port",
+            str(admin_port),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -78,7 +80,7 @@ def test_stack_starts_both_mocks_and_stops_them_all(
     devstack: subprocess.Popen[str], signum: signal.Signals
 ) -> None:
     assert devstack.stdout is not None
-    lines = _read_until(devstack.stdout, r"started|listening on", 6)
+    lines = _read_until(devstack.stdout, r"devstack: started|listening on", 6)
     pids = [int(m) for line in lines for m in re.findall(r"pid (\d+)", line)]
     urls = {
         line.split()[0]: re.findall(r"http://[\d.]+:\d+", line)[0]
@@ -105,7 +107,7 @@ def test_stack_starts_both_mocks_and_stops_them_all(
 @pytest.mark.timeout(30)
 def test_stack_stops_everything_when_one_process_dies(devstack: subprocess.Popen[str]) -> None:
     assert devstack.stdout is not None
-    lines = _read_until(devstack.stdout, r"started|listening on", 6)
+    lines = _read_until(devstack.stdout, r"devstack: started|listening on", 6)
     pids = [int(m) for line in lines for m in re.findall(r"pid (\d+)", line)]
     os.kill(pids[0], signal.SIGKILL)
     assert devstack.wait(timeout=15) != 0

@@ -26,6 +26,7 @@ from mock_provider.content import DEFAULT_ANSWER
 from mock_provider.state import MockSettings
 from sidecar.app import SidecarConfig
 from sidecar.app import create_app as create_sidecar
+from sidecar.state import ADMIN_APP
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -83,13 +84,19 @@ def urls(mocks: dict[str, TestServer]) -> dict[str, str]:
     return {name: str(server.make_url("")).rstrip("/") for name, server in mocks.items()}
 
 
+ADMIN: dict[int, TestServer] = {}  # id(sidecar server) -> its admin API server
+
+
 @pytest.fixture
 async def sidecar_factory(
     aiohttp_server: ServerFactory,
 ) -> Callable[[Path], Awaitable[TestServer]]:
     async def start(directory: Path) -> TestServer:
         config = SidecarConfig(policies=directory, poll_interval=3600, environ={})
-        return await aiohttp_server(create_sidecar(config))
+        app = create_sidecar(config)
+        server = await aiohttp_server(app)
+        ADMIN[id(server)] = await aiohttp_server(app[ADMIN_APP])
+        return server
 
     return start
 
@@ -128,7 +135,7 @@ async def wait_until_answered_by(client: openai.AsyncOpenAI, name: str, within: 
 async def admin_policy(server: TestServer) -> dict[str, object]:
     async with (
         aiohttp.ClientSession() as session,
-        session.get(server.make_url("/admin/policy")) as response,
+        session.get(ADMIN[id(server)].make_url("/admin/policy")) as response,
     ):
         assert response.status == 200
         body: dict[str, object] = await response.json()
@@ -227,7 +234,7 @@ def test_sighup_forces_a_reload(tmp_path: Path) -> None:
     (tmp_path / "chat.yaml").write_text(policy_text(urls, "a"))
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "sidecar", "run", "--port", "0",
+            sys.executable, "-m", "sidecar", "run", "--port", "0", "--admin-port", "0",
             "--policies", str(tmp_path), "--no-watch", "--poll-interval", "3600",
         ],
         stdout=subprocess.PIPE,
@@ -236,10 +243,12 @@ def test_sighup_forces_a_reload(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"http://[\d.]+:\d+", line)
-        assert match, line
-        base = match.group(0)
+        base = ""
+        while not base:  # log lines come first; the per-test timeout bounds this
+            line = process.stdout.readline()
+            assert line, "the sidecar exited before it was listening"
+            match = re.search(r"admin API on (http://[\d.]+:\d+)", line)
+            base = match.group(1) if match else ""
 
         def current_hash() -> str:
             import json

@@ -28,6 +28,7 @@ from sidecar.app import create_app as create_sidecar
 from sidecar.policy.model import Backoff
 from sidecar.resilience.backoff import BackoffStrategy
 from sidecar.resilience.clock import FakeClock, SystemClock
+from sidecar.state import ADMIN_APP
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -67,6 +68,7 @@ routes:
 @dataclass
 class Stack:
     sidecar: TestServer
+    admin: TestServer
     primary: TestServer
     secondary: TestServer
     clock: FakeClock
@@ -86,7 +88,7 @@ class Stack:
             return int(stats["total"])
 
     async def breakers(self) -> dict[str, dict[str, object]]:
-        async with self.http.get(self.url("/admin/breakers")) as response:
+        async with self.http.get(self.admin.make_url("/admin/breakers")) as response:
             body = await response.json()
             return {b["key"]: b for b in body["breakers"]}
 
@@ -133,11 +135,13 @@ async def stack(aiohttp_server: ServerFactory, tmp_path: Path) -> AsyncIterator[
             watch=False,
             poll_interval=3600,
         )
-        sidecar = await aiohttp_server(create_sidecar(config))
+        app = create_sidecar(config)
+        sidecar = await aiohttp_server(app)
+        admin = await aiohttp_server(app[ADMIN_APP])
         client = openai.AsyncOpenAI(
             base_url=str(sidecar.make_url("/v1")), api_key="client-key", max_retries=0
         )
-        built = Stack(sidecar, primary, secondary, clock, client, aiohttp.ClientSession())
+        built = Stack(sidecar, admin, primary, secondary, clock, client, aiohttp.ClientSession())
         made.append(built)
         return built
 
