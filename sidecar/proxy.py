@@ -159,6 +159,7 @@ async def _handle(
         parsed=parsed,
         model=model,
         stream=parsed is not None and parsed.get("stream") is True,
+        remote=request.remote,
     )
     record.call = call
     metrics = request.app[REGISTRIES].metrics

@@ -1,6 +1,7 @@
 """Compiling a route into its pipeline, once per policy load (never per request).
 
-    validate ▶ deadline ▶ fallback ─▶ for each target: adapter ▶ retry ▶ breaker ▶ meter ▶ attempt
+    [access ▶] validate ▶ deadline ▶ fallback
+        ─▶ for each target: adapter ▶ retry ▶ breaker ▶ meter ▶ attempt
 
 State that must survive a reload (breakers, retry budgets) comes from
 registries keyed by stable names, so it carries over when names stay.
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from aiohttp import ClientSession
 
 from sidecar.observability.metrics import Metrics
+from sidecar.pipeline.access import make_access
 from sidecar.pipeline.adapter import make_adapter
 from sidecar.pipeline.attempt import AttemptDeps, make_attempt
 from sidecar.pipeline.breaker import make_breaker
@@ -87,8 +89,10 @@ def make_pipeline(route: Route, registries: Registries, session: ClientSession) 
         if target.when == "always":
             regular.append((target, chain))
 
+    access = make_access(route.access)
     handle = fold(
         [
+            *([access] if access is not None else []),
             make_validate(route),
             make_deadline(route.deadline, registries.clock),
             make_fallback(targets, registries.metrics),

@@ -85,6 +85,7 @@ class Call:
     model: str | None
     stream: bool
     deadline: Deadline | None = None
+    remote: str | None = None  # the client's address
     attempts: int = 0
     cleanups: list[Callable[[], None]] = field(default_factory=list)  # run when answered
     outgoing: Outgoing | None = None  # set per target by the adapter stage

@@ -15,6 +15,7 @@ from typing import Literal, cast
 
 from sidecar.policy.errors import Issue, Path, PolicyError
 from sidecar.policy.model import (
+    Access,
     Auth,
     Backoff,
     Breaker,
@@ -203,6 +204,7 @@ def _route(
     validate = cast(Tree, tree.get("validate", {}))
     translate = cast(Tree, tree.get("translate", {}))
     continuation = cast(Tree, tree.get("continuation", {}))
+    access = cast(Tree, tree.get("access", {}))
     return Route(
         name=cast(str, tree["name"]),
         match=_match(cast(Tree, tree["match"])),
@@ -222,6 +224,10 @@ def _route(
         continuation=Continuation(
             enabled=cast(bool, continuation.get("enabled", False)),
             target=cast(Literal["next", "same"], continuation.get("target", "next")),
+        ),
+        access=Access(
+            keys=tuple(Secret(key) for key in cast(list[str], access.get("keys", []))),
+            localhost_only=cast(bool, access.get("localhost_only", False)),
         ),
     )
 

@@ -71,6 +71,10 @@ def route_json(route: Route) -> JSON:
             "enabled": route.continuation.enabled,
             "target": route.continuation.target,
         },
+        "access": {
+            "keys": [REDACTED for _ in route.access.keys],
+            "localhost_only": route.access.localhost_only,
+        },
     }
 
 
@@ -95,6 +99,10 @@ def explain(policy: PolicySet) -> str:
         if match.header:
             where += f", header {match.header[0]}: {match.header[1]}"
         lines.append(f"route {number} {route.name!r}: {where})")
+        if route.access.keys or route.access.localhost_only:
+            who = f"{len(route.access.keys)} client key(s)" if route.access.keys else "any key"
+            local = ", loopback clients only" if route.access.localhost_only else ""
+            lines.append(f"  0. access     {who}{local} (401 otherwise)")
         tokens = route.validate.max_prompt_tokens
         lines.append(
             f"  1. validate   body <= {route.validate.max_body} bytes"

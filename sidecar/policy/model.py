@@ -171,6 +171,12 @@ class Translate:
 
 
 @dataclass(frozen=True, slots=True)
+class Access:
+    keys: tuple[Secret, ...] = ()  # empty: no key needed
+    localhost_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Continuation:
     enabled: bool = False
     target: Literal["next", "same"] = "next"
@@ -188,6 +194,7 @@ class Route:
     breaker: Breaker = Breaker()
     translate: Translate = Translate()
     continuation: Continuation = Continuation()
+    access: Access = Access()
 
 
 @dataclass(frozen=True, slots=True)
