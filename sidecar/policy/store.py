@@ -81,17 +81,27 @@ class PolicyStore:
             errors = tuple(str(issue) for issue in error.issues)
             self.last_error = ReloadError(digest, self._wall_clock(), errors)
             log.error(
-                "policy reload refused (%s): %d error(s); keeping %s\n%s",
-                reason,
-                len(errors),
-                self._active.hash if self._active else "no policy",
-                "\n".join(errors),
+                {
+                    "event": "policy_refused",
+                    "reason": reason,
+                    "kept": self._active.hash if self._active else None,
+                    "errors": list(errors),
+                }
             )
             return self._count(ReloadResult("refused", digest, errors))
+        previous = self._active
         self._active = policy
         self.loaded_at = self._wall_clock()
         self.last_error = None
-        log.info("policy %s loaded (%s) from %d file(s)", digest, reason, len(policy.files))
+        log.info(
+            {
+                "event": "policy_loaded",
+                "hash": digest,
+                "reason": reason,
+                "files": len(policy.files),
+                **diff(previous, policy),
+            }
+        )
         for listener in self._listeners:
             listener(policy)
         return self._count(ReloadResult("loaded", digest))
@@ -99,3 +109,22 @@ class PolicyStore:
     def _count(self, result: ReloadResult) -> ReloadResult:
         self.counts[result.outcome] += 1
         return result
+
+
+def diff(old: PolicySet | None, new: PolicySet) -> dict[str, list[str]]:
+    """What a reload changed: routes and upstreams added, removed or modified (by name)."""
+    if old is None:
+        return {}
+    summary: dict[str, list[str]] = {}
+    for kind, before, after in (
+        ("routes", {r.name: r for r in old.routes}, {r.name: r for r in new.routes}),
+        ("upstreams", dict(old.upstreams), dict(new.upstreams)),
+    ):
+        for change, names in (
+            ("added", sorted(after.keys() - before.keys())),
+            ("removed", sorted(before.keys() - after.keys())),
+            ("modified", sorted(n for n in before.keys() & after.keys() if before[n] != after[n])),
+        ):
+            if names:
+                summary[f"{kind}_{change}"] = names
+    return summary
