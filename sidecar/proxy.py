@@ -200,13 +200,18 @@ async def _write(
     try:
         return await _stream(request, call, answer, streaming, pipeline)
     except asyncio.CancelledError:
-        if request.app[LIFECYCLE].aborting:  # shutdown grace ended: say so, then close
-            message = "the sidecar shut down before the answer was complete"
-            with contextlib.suppress(Exception):
-                await streaming.write(
-                    stream_error(call.client_format, message, call.request_id, "shutdown")
-                )
-        raise
+        if not request.app[LIFECYCLE].aborting:
+            raise  # the client went away
+        # The shutdown grace ended: say so in the stream, end it cleanly, count it.
+        request.app[REGISTRIES].metrics.shutdown_aborted.inc()
+        message = "the sidecar shut down before the answer was complete"
+        with contextlib.suppress(Exception):
+            await streaming.write(
+                stream_error(call.client_format, message, call.request_id, "shutdown")
+            )
+            await streaming.write_eof()
+        answer.done("cancelled")
+        return streaming, "shutdown_aborted"
 
 
 async def _stream(
