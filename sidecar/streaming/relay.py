@@ -5,8 +5,9 @@ their original bytes; malformed ones are dropped (and logged). The stream ends
 in exactly one of three ways:
 
 * the upstream's terminator (``[DONE]`` / ``message_stop``) was relayed → success;
-* the upstream ended cleanly after a finish reason but without a terminator →
-  the client gets the terminator at once (success);
+* the upstream ended (cleanly, by a cut, or by going silent) after a finish
+  reason but without a terminator → the client gets the terminator at once
+  (success: the answer itself is complete);
 * anything else — connection cut, idle timeout, an error event, an end before
   any finish reason — → one final error event in the client's format and no
   terminator, so a truncated answer never looks complete.
@@ -80,9 +81,13 @@ async def relay(
             async with asyncio.timeout(idle):
                 chunk = await source.readany()
         except TimeoutError:
+            if finished:  # the answer is complete; only its terminator is missing
+                return await _finalise(sink, translate, outcome)
             detail = f"no data for {idle:g}s"
             return await fail(sink, client, request_id, outcome, "stalled", detail)
         except (ClientPayloadError, ClientConnectionError) as exc:
+            if finished:
+                return await _finalise(sink, translate, outcome)
             detail = f"the upstream connection was lost ({type(exc).__name__})"
             return await fail(sink, client, request_id, outcome, "cut", detail)
         try:
@@ -121,13 +126,20 @@ async def relay(
             await sink.write(bytes(out))
         if not chunk:
             if finished:
-                await sink.write(translate.finalise())
-                outcome.result = "finalised"
-                return outcome
+                return await _finalise(sink, translate, outcome)
             return await fail(
                 sink, client, request_id, outcome, "truncated",
                 "the upstream stream ended before the answer was complete",
             )  # fmt: skip
+
+
+async def _finalise(
+    sink: ByteSink, translate: StreamTranslator, outcome: RelayOutcome
+) -> RelayOutcome:
+    """The upstream stopped after its finish reason: give the client its ending now."""
+    await sink.write(translate.finalise())
+    outcome.result = "finalised"
+    return outcome
 
 
 async def _quiet(

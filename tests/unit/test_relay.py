@@ -221,12 +221,21 @@ async def test_connection_lost_is_cut(fmt: WireFormat, exc: Exception) -> None:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-async def test_cut_after_finish_is_still_an_error(fmt: WireFormat) -> None:
+async def test_cut_after_finish_is_finalised(fmt: WireFormat) -> None:
+    """The finish reason arrived, so the answer is complete: only the terminator is owed."""
     parts = STREAMS[fmt]
     outcome, sink = await run(fmt, [parts["text"] + parts["finish"], ClientPayloadError("x")])
-    assert outcome.result == "cut"
-    assert len(error_events(fmt, sink)) == 1
+    assert outcome.result == "finalised"
+    assert error_events(fmt, sink) == []
     assert_not_both(fmt, sink)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_silence_after_finish_is_finalised(fmt: WireFormat) -> None:
+    parts = STREAMS[fmt]
+    outcome, sink = await run(fmt, [parts["text"] + parts["finish"], HANG], idle=0.05)
+    assert outcome.result == "finalised"
+    assert error_events(fmt, sink) == []
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

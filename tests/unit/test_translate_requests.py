@@ -56,13 +56,14 @@ def test_minimal_request() -> None:
 
 
 def test_system_and_developer_messages_become_one_system_prompt() -> None:
+    parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
     out = to_anthropic(
         messages=[
             {"role": "system", "content": "be brief"},
             USER,
-            {"role": "developer", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "developer", "content": parts},
         ]
-    )  # fmt: skip
+    )
     assert out["system"] == "be brief\n\na\nb"
     assert [m["role"] for m in out["messages"]] == ["user"]
 
@@ -92,7 +93,9 @@ def test_assistant_text_and_tool_calls_become_text_and_tool_use_blocks() -> None
 
 def test_tool_call_with_empty_arguments_has_an_empty_input() -> None:
     call = {"id": "c", "type": "function", "function": {"name": "now", "arguments": ""}}
-    out = to_anthropic(messages=[USER, {"role": "assistant", "content": None, "tool_calls": [call]}])
+    out = to_anthropic(
+        messages=[USER, {"role": "assistant", "content": None, "tool_calls": [call]}]
+    )
     assert out["messages"][1]["content"] == [
         {"type": "tool_use", "id": "c", "name": "now", "input": {}}
     ]
@@ -129,10 +132,11 @@ def test_consecutive_turns_of_one_role_are_merged() -> None:
         ]
     )
     assert out["system"] == "s"
+    a, b, c, d = ({"type": "text", "text": letter} for letter in "abcd")
     assert out["messages"] == [
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "c"}, {"type": "text", "text": "d"}]},
-    ]  # fmt: skip
+        {"role": "user", "content": [a, b]},
+        {"role": "assistant", "content": [c, d]},
+    ]
 
 
 # -- OpenAI -> Anthropic: parameters ----------------------------------------------------
@@ -428,10 +432,11 @@ def test_anthropic_fields_without_effect_on_the_answer_are_dropped() -> None:
 def test_custom_tools_become_function_tools() -> None:
     bare = {"name": "now", "type": "custom"}
     out = to_openai(tools=[CUSTOM, bare])
+    empty = {"type": "object", "properties": {}}
     assert out["tools"] == [
         FUNCTION,
-        {"type": "function", "function": {"name": "now", "parameters": {"type": "object", "properties": {}}}},
-    ]  # fmt: skip
+        {"type": "function", "function": {"name": "now", "parameters": empty}},
+    ]
     assert "tool_choice" not in out
 
 
