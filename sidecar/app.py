@@ -6,7 +6,7 @@ import ipaddress
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -14,15 +14,12 @@ from typing import Final
 from aiohttp import web
 
 from sidecar import admin, proxy
-from sidecar.errors import SidecarError, client_format, error_response
 from sidecar.lifecycle import Lifecycle
 from sidecar.observability.logs import log_breaker_event
 from sidecar.pipeline.build import Registries, make_runtime
-from sidecar.pipeline.fallback import AllBreakersOpen
 from sidecar.policy.model import PolicySet
 from sidecar.policy.store import PolicyStore
 from sidecar.policy.watcher import PolicyWatcher
-from sidecar.proxy import request_id
 from sidecar.resilience.breaker import BreakerRegistry
 from sidecar.resilience.clock import Clock, SystemClock
 from sidecar.state import ADMIN_APP, HOLDER, LIFECYCLE, REGISTRIES, STORE, RuntimeHolder
@@ -69,29 +66,8 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-@web.middleware
-async def _errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """The one place where exceptions become HTTP responses."""
-    try:
-        return await handler(request)
-    except SidecarError as error:
-        response = error_response(error, client_format(request), request_id(request))
-        if isinstance(error, AllBreakersOpen):
-            response.headers["Retry-After"] = str(error.retry_after)
-        return response
-    except web.HTTPException:
-        raise
-    except Exception:
-        rid = request_id(request)
-        log.exception("unexpected error handling request %s", rid)
-        internal = SidecarError(f"internal error in the sidecar (request id {rid})")
-        return error_response(internal, client_format(request), rid)
-
-
 def create_app(config: SidecarConfig) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=proxy.HARD_BODY_LIMIT)
+    app = web.Application(client_max_size=proxy.HARD_BODY_LIMIT)
     store = PolicyStore(config.policies, config.environ)
     holder = RuntimeHolder()
     app[LIFECYCLE] = Lifecycle()
@@ -104,7 +80,7 @@ def create_app(config: SidecarConfig) -> web.Application:
     app[HOLDER] = holder
     app[REGISTRIES] = registries
     admin.add_routes(app)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    app.router.add_route("*", "/{tail:.*}", proxy.serve)
     app[ADMIN_APP] = admin.create_admin_app(app, config.admin_token)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import time
 import uuid
 from typing import Final
@@ -29,16 +30,17 @@ from sidecar.errors import (
     error_response,
 )
 from sidecar.observability.logs import log_request
-from sidecar.observability.metrics import status_class
 from sidecar.pipeline.attempt import include_usage
 from sidecar.pipeline.build import Pipeline, Runtime
 from sidecar.pipeline.call import Answer, Call
 from sidecar.pipeline.continuation import continue_answer
+from sidecar.pipeline.fallback import AllBreakersOpen
 from sidecar.policy.model import PolicySet
 from sidecar.providers.formats import stream_error
 from sidecar.state import HOLDER, LIFECYCLE, REGISTRIES
 from sidecar.streaming.relay import relay
 
+log = logging.getLogger("sidecar")
 REQUEST_ID: Final = web.RequestKey("request_id", str)
 HARD_BODY_LIMIT: Final = 64 * 1024 * 1024
 _MAX_ID_LENGTH: Final = 128
@@ -59,6 +61,28 @@ def request_id(request: web.Request) -> str:
     chosen = given if valid else f"{_ID_PREFIX}{next(_ids):016x}"
     request[REQUEST_ID] = chosen
     return chosen
+
+
+async def serve(request: web.Request) -> web.StreamResponse:
+    """The proxy route: the one place where exceptions become HTTP responses.
+
+    (A handler-level try, not a middleware: aiohttp builds the middleware chain
+    anew for every request, which the hot path does not need.)
+    """
+    try:
+        return await handle(request)
+    except SidecarError as error:
+        response = error_response(error, client_format(request), request_id(request))
+        if isinstance(error, AllBreakersOpen):
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
+    except web.HTTPException:
+        raise
+    except Exception:
+        rid = request_id(request)
+        log.exception("unexpected error handling request %s", rid)
+        internal = SidecarError(f"internal error in the sidecar (request id {rid})")
+        return error_response(internal, client_format(request), rid)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -95,8 +119,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         lifecycle.untrack(task)
         elapsed = time.monotonic() - started
         metrics.in_flight.dec()
-        metrics.requests.labels(record.route, record.outcome, status_class(record.status)).inc()
-        metrics.request_duration.labels(record.route).observe(elapsed)
+        metrics.finished(record.route, record.outcome, record.status, elapsed)
         call = record.call
         if call is not None:
             log_request(
@@ -169,7 +192,7 @@ async def _handle(
             answer = await pipeline.handle(call)
         finally:
             overhead = time.monotonic() - started - call.upstream_seconds - call.backoff_seconds
-            metrics.overhead.labels(route.name).observe(max(0.0, overhead))
+            metrics.spent(route.name, max(0.0, overhead))
         record.status, record.upstream = answer.status, answer.upstream.name
         record.committed = answer.stream is not None
         response, record.outcome = await _write(request, call, answer, policy, pipeline)
@@ -192,7 +215,8 @@ async def _write(
     headers["x-sidecar-policy"] = policy.hash
     stream = answer.stream
     if stream is None:
-        response = web.Response(status=answer.status, headers=headers, body=answer.body)
+        response = web.Response(status=answer.status, body=answer.body)
+        response.headers.extend(headers)  # one copy, not two
         answer.done("success")
         return response, "success" if answer.status < 400 else "upstream_error"
     streaming = web.StreamResponse(status=answer.status, headers=headers)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -64,6 +65,20 @@ class _FastLines:
     Off (None) until ``configure()`` turns it on; tests and libraries keep ``logging``."""
 
     sink: BinaryIO | None = None
+    flush_pending = False
+
+
+FLUSH_AFTER = 0.05  # seconds: lines reach stdout at most this late, in one write under load
+
+
+def _flush() -> None:
+    _FastLines.flush_pending = False
+    sink = _FastLines.sink
+    if sink is not None:
+        try:
+            sink.flush()
+        except (OSError, ValueError):
+            _FastLines.sink = None
 
 
 def _emit(logger: logging.Logger, fields: dict[str, object]) -> None:
@@ -72,8 +87,13 @@ def _emit(logger: logging.Logger, fields: dict[str, object]) -> None:
         line = {"ts": round(time.time(), 3), "level": "info", "logger": logger.name, **fields}
         try:
             sink.write(orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE))
-            sink.flush()
-        except (OSError, ValueError):  # stderr closed or replaced: fall back to logging
+            if not _FastLines.flush_pending:
+                _FastLines.flush_pending = True
+                try:
+                    asyncio.get_running_loop().call_later(FLUSH_AFTER, _flush)
+                except RuntimeError:  # no loop (a script): write through
+                    _flush()
+        except (OSError, ValueError):  # stdout closed or replaced: fall back to logging
             _FastLines.sink = None
         else:
             return

@@ -147,6 +147,27 @@ class Metrics:
         )
         self.model_label = BoundedLabel()
         self.breaker_label = BoundedLabel(256)
+        # Label children resolved once: .labels() validates and locks on every call.
+        self._finished: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._overheads: dict[str, Histogram] = {}
+        self._token_children: dict[tuple[str, str | None], tuple[Counter, Counter]] = {}
+
+    def finished(self, route: str, outcome: str, status: int | None, seconds: float) -> None:
+        """Count one finished request and its duration."""
+        key = (route, outcome, status_class(status))
+        children = self._finished.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.request_duration.labels(route))
+            self._finished[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def spent(self, route: str, seconds: float) -> None:
+        """The sidecar's own time on a request (overhead)."""
+        child = self._overheads.get(route)
+        if child is None:
+            child = self._overheads[route] = self.overhead.labels(route)
+        child.observe(seconds)
 
     def watch(self, store: PolicyStore, breakers: BreakerRegistry) -> None:
         """Export the policy status and breaker states, read at scrape time."""
@@ -160,11 +181,19 @@ class Metrics:
         self.breaker_transitions.labels(self.breaker_label(event.key), state).inc()
 
     def count_tokens(self, upstream: str, model: str | None, prompt: int, completion: int) -> None:
-        label = self.model_label(model)
+        children = self._token_children.get((upstream, model))
+        if children is None:
+            label = self.model_label(model)
+            children = (
+                self.tokens.labels(upstream, label, "prompt"),
+                self.tokens.labels(upstream, label, "completion"),
+            )
+            if len(self._token_children) < 4 * MAX_MODELS:
+                self._token_children[(upstream, model)] = children
         if prompt:
-            self.tokens.labels(upstream, label, "prompt").inc(prompt)
+            children[0].inc(prompt)
         if completion:
-            self.tokens.labels(upstream, label, "completion").inc(completion)
+            children[1].inc(completion)
 
 
 class _StateCollector(Collector):

@@ -80,9 +80,11 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
         headers.extend(sending.add_headers)
         translator = make_translator(fmt, call.client_format, call.request_id, include_usage(call))
         response: ClientResponse | None = None
+        reading_body = False
         try:
             try:
-                async with asyncio.timeout(budget):
+                # One timer for the attempt: first byte, then rescheduled per body chunk.
+                async with asyncio.timeout(budget) as timer:
                     response = await deps.session.request(
                         call.method,
                         base_url + sending.path_qs,
@@ -94,17 +96,22 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
                     answer = await _first_part(
                         response, upstream_answer(response, target), call, translator
                     )
+                    if answer.stream is None and answer.status < 400:
+                        reading_body = True
+                        answer.body = await _read_body(response, timer, deadline.clamp(idle))
+                        _check_json(answer, fmt, call.client_format if sending.translated else None)
+                    else:
+                        timer.reschedule(None)
             except ConnectionTimeoutError:
                 raise  # a connect timeout (also a TimeoutError): handled below
             except TimeoutError:
+                if reading_body:
+                    raise  # idle while reading the body: handled below
                 if budget < first_byte and deadline.expired:
                     raise DeadlineExceeded(
                         f"the route's deadline ({route.deadline:g}s) ran out"
                     ) from None
                 raise AttemptFailed(Failure("first_byte_timeout")) from None
-            if answer.stream is None and answer.status < 400:
-                answer.body = await _read_body(response, deadline.clamp(idle) or idle)
-                _check_json(answer, fmt, call.client_format if sending.translated else None)
         except (ConnectionTimeoutError, ClientConnectorError) as exc:
             _discard(response)
             raise AttemptFailed(Failure("connect_error", detail=type(exc).__name__)) from None
@@ -208,21 +215,22 @@ async def _first_part(
             raise AttemptFailed(Failure("status", 502, detail="stream ended before any content"))
 
 
-async def _read_body(response: ClientResponse, idle: float) -> bytes:
-    """The whole body; at most *idle* seconds of silence between chunks."""
+async def _read_body(response: ClientResponse, timer: asyncio.Timeout, idle: float) -> bytes:
+    """The whole body; at most *idle* seconds of silence between chunks (on *timer*)."""
     chunks: list[bytes] = []
     size = 0
     loop = asyncio.get_running_loop()
-    async with asyncio.timeout(idle) as silence:
-        while True:
-            chunk = await response.content.readany()
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise AttemptFailed(Failure("status", 502, detail="upstream body too large"))
-            chunks.append(chunk)
-            silence.reschedule(loop.time() + idle)
+    idle = idle or 0.001  # the deadline has run out: give up at the first silence
+    timer.reschedule(loop.time() + idle)
+    while True:
+        chunk = await response.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise AttemptFailed(Failure("status", 502, detail="upstream body too large"))
+        chunks.append(chunk)
+        timer.reschedule(loop.time() + idle)
 
 
 def _check_json(answer: Answer, upstream: WireFormat, client: WireFormat | None) -> None:

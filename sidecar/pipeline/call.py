@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import partial
+from typing import Literal, Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -96,7 +97,12 @@ class Call:
 
 
 Handler = Callable[[Call], Awaitable[Answer]]
-Stage = Callable[[Call, Handler], Awaitable[Answer]]
+
+
+class Stage(Protocol):
+    """One pipeline stage: do something around the rest of the pipeline (*following*)."""
+
+    def __call__(self, call: Call, following: Handler) -> Awaitable[Answer]: ...
 
 
 class AttemptFailed(Exception):
@@ -135,15 +141,12 @@ class TargetFailed(Exception):
 
 
 def fold(stages: list[Stage], terminal: Handler) -> Handler:
-    """Compose stages outermost first: ``fold([a, b], t)`` runs a(b(t))."""
+    """Compose stages outermost first: ``fold([a, b], t)`` runs a(b(t)).
+
+    Each stage is bound with ``functools.partial``, not a wrapper coroutine, so a
+    request pays one coroutine per stage and no more.
+    """
     handler = terminal
     for stage in reversed(stages):
-        handler = _bind(stage, handler)
+        handler = partial(stage, following=handler)
     return handler
-
-
-def _bind(stage: Stage, following: Handler) -> Handler:
-    async def bound(call: Call) -> Answer:
-        return await stage(call, following)
-
-    return bound
