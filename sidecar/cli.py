@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> None:
 
 def run_workers(args: argparse.Namespace) -> int:
     """Start N worker processes sharing the port; they live and stop together."""
-    from sidecar.devstack import Service, Stack, request_stop
+    from sidecar.devstack import Service, Stack
 
     base = [sys.executable, "-m", "sidecar", "run", "--worker"]
     skip = {"--workers", "--admin-port"}
@@ -220,16 +220,7 @@ def run_workers(args: argparse.Namespace) -> int:
         )
         for index in range(args.workers)
     ]
-    stack = Stack(services, grace=args.grace + 5)
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    code = 0
-    try:
-        stack.start()
-        code = stack.wait()
-    finally:
-        stack.stop()
-    return code
+    return Stack(services, grace=args.grace + 5).run()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -67,6 +67,18 @@ class Stack:
         self._grace = grace
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
+    def run(self) -> int:
+        """Start everything, wait for a signal or a death, stop everything; the exit code."""
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        code = 0
+        try:
+            self.start()
+            code = self.wait()
+        finally:
+            self.stop()
+        return code
+
     def start(self) -> None:
         for service in self._wanted:
             env = {**os.environ, **dict(service.env)} if service.env else None
@@ -116,16 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--policies", default="policies", help="the sidecar's policy directory")
     parser.add_argument("--chunk-ms", type=int, default=40, help="mock streaming pace")
     args = parser.parse_args(argv)
-    stack = Stack(services(args))
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    code = 0
-    try:
-        stack.start()
-        code = stack.wait()
-    finally:
-        stack.stop()
-    sys.exit(code)
+    sys.exit(Stack(services(args)).run())
 
 
 if __name__ == "__main__":

@@ -452,3 +452,47 @@ def test_invalid_policy_refuses_to_start_with_exit_code_2(tmp_path: Path) -> Non
     assert process.returncode == 2
     assert "missing required key 'match'" in output
     assert "refusing to start" in output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.timeout(60)
+def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\nupstreams:\n  m: {url: 'http://127.0.0.1:9', format: openai}\n"
+        "routes:\n  - {name: chat, match: {path: /v1/chat/completions}, "
+        "fallback: [{upstream: m}]}\n"
+    )
+    port, admin = _free_port(), _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "run", "--workers", "2", "--port", str(port),
+         "--admin-port", str(admin), "--policies", str(tmp_path), "--grace", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        admins: set[str] = set()
+        while len(admins) < 2:  # the per-test timeout bounds this
+            line = process.stdout.readline()
+            assert line, "the workers exited early"
+            if found := re.search(r"admin API on (http://[\d.]+:\d+)", line):
+                admins.add(found.group(1))
+        assert admins == {f"http://127.0.0.1:{admin}", f"http://127.0.0.1:{admin + 1}"}
+        for url in admins:
+            assert _ready(url)[0] == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
