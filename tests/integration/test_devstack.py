@@ -45,9 +45,14 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+PORTS: dict[str, int] = {}
+
+
 @pytest.fixture
 def devstack() -> Iterator[subprocess.Popen[str]]:
     openai_port, anthropic_port, sidecar_port, admin_port = _free_ports(4)
+    PORTS.update(openai=openai_port, anthropic=anthropic_port, sidecar=sidecar_port,
+                 admin=admin_port)  # fmt: skip
     process = subprocess.Popen(
         [
             sys.executable,
@@ -97,6 +102,21 @@ def test_stack_starts_both_mocks_and_stops_them_all(
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.headers["x-sidecar-upstream"] == "openai"
         assert response.headers["x-mock-name"] == "openai"
+    health = subprocess.run(
+        [sys.executable, "-m", "sidecar.health"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={
+            **os.environ,
+            "SIDECAR_URL": f"http://127.0.0.1:{PORTS['sidecar']}",
+            "SIDECAR_ADMIN_URL": f"http://127.0.0.1:{PORTS['admin']}",
+            "OPENAI_MOCK_URL": f"http://127.0.0.1:{PORTS['openai']}",
+            "ANTHROPIC_MOCK_URL": f"http://127.0.0.1:{PORTS['anthropic']}",
+        },
+    )
+    assert health.returncode == 0, health.stdout  # `make health`: every service answers
+    assert health.stdout.count("ok  ") == 4
 
     devstack.send_signal(signum)
     assert devstack.wait(timeout=15) == 0
