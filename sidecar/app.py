@@ -70,12 +70,12 @@ def create_app(config: SidecarConfig) -> web.Application:
     app = web.Application(client_max_size=proxy.HARD_BODY_LIMIT)
     store = PolicyStore(config.policies, config.environ)
     holder = RuntimeHolder()
-    app[LIFECYCLE] = Lifecycle()
+    draining = app[LIFECYCLE] = Lifecycle()
     registries = Registries(
         config.clock, BreakerRegistry(config.clock), rng=random.Random(config.seed)
     )
     registries.breakers.listeners.append(log_breaker_event)
-    registries.metrics.watch(store, registries.breakers)
+    registries.metrics.watch(store, registries.breakers, lambda: draining.in_flight)
     app[STORE] = store
     app[HOLDER] = holder
     app[REGISTRIES] = registries

@@ -96,7 +96,6 @@ async def handle(request: web.Request) -> web.StreamResponse:
     started = time.monotonic()
     rid = request_id(request)
     record = _Record()
-    metrics.in_flight.inc()
     task = lifecycle.track()
     try:
         return await _handle(request, runtime, rid, started, record)
@@ -118,7 +117,6 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         lifecycle.untrack(task)
         elapsed = time.monotonic() - started
-        metrics.in_flight.dec()
         metrics.finished(record.route, record.outcome, record.status, elapsed)
         call = record.call
         if call is not None:

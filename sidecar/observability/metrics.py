@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -59,9 +59,6 @@ class Metrics:
             "Client requests by route, outcome and status class.",
             ["route", "outcome", "status_class"],
             registry=r,
-        )
-        self.in_flight = Gauge(
-            "sidecar_in_flight_requests", "Client requests being handled now.", registry=r
         )
         self.request_duration = Histogram(
             "sidecar_request_duration_seconds",
@@ -169,9 +166,12 @@ class Metrics:
             child = self._overheads[route] = self.overhead.labels(route)
         child.observe(seconds)
 
-    def watch(self, store: PolicyStore, breakers: BreakerRegistry) -> None:
-        """Export the policy status and breaker states, read at scrape time."""
-        self.registry.register(_StateCollector(store, breakers, self.breaker_label))
+    def watch(
+        self, store: PolicyStore, breakers: BreakerRegistry, in_flight: Callable[[], int]
+    ) -> None:
+        """Export the policy status, breaker states and requests in flight, read at scrape
+        time (nothing on the request path updates them)."""
+        self.registry.register(_StateCollector(store, breakers, self.breaker_label, in_flight))
         breakers.listeners.append(self._on_breaker)
 
     def _on_breaker(self, event: BreakerEvent) -> None:
@@ -198,13 +198,22 @@ class Metrics:
 
 class _StateCollector(Collector):
     def __init__(
-        self, store: PolicyStore, breakers: BreakerRegistry, label: Callable[[str], str]
+        self,
+        store: PolicyStore,
+        breakers: BreakerRegistry,
+        label: Callable[[str], str],
+        in_flight: Callable[[], int],
     ) -> None:
         self._store = store
         self._breakers = breakers
         self._label = label
+        self._in_flight = in_flight
 
     def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "sidecar_in_flight_requests", "Client requests being handled now.",
+            value=self._in_flight(),
+        )  # fmt: skip
         reloads = CounterMetricFamily(
             "sidecar_policy_reloads", "Policy reload attempts by result.", labels=["result"]
         )
