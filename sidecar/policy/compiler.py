@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path as FsPath
 from typing import Literal, cast
 
 from sidecar.policy.errors import Issue, Path, PolicyError
@@ -226,10 +227,26 @@ def _route(
             target=cast(Literal["next", "same"], continuation.get("target", "next")),
         ),
         access=Access(
-            keys=tuple(Secret(key) for key in cast(list[str], access.get("keys", []))),
+            keys=_access_keys(access, source, checker),
             localhost_only=cast(bool, access.get("localhost_only", False)),
         ),
     )
+
+
+def _access_keys(access: Tree, source: _RouteSource, checker: _Checker) -> tuple[Secret, ...]:
+    keys = [Secret(key) for key in cast(list[str], access.get("keys", []))]
+    path = access.get("keys_file")
+    if isinstance(path, str):
+        try:
+            lines = FsPath(path).read_text("utf-8").splitlines()
+        except OSError as exc:
+            checker.at(source, ("access", "keys_file"), f"cannot read {path}: {exc.strerror}")
+            return ()
+        found = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        if not found:
+            checker.at(source, ("access", "keys_file"), f"{path} holds no keys")
+        keys.extend(Secret(key) for key in found)
+    return tuple(keys)
 
 
 def _upstream(name: str, spec: Tree) -> Upstream:

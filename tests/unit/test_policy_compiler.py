@@ -597,3 +597,25 @@ def test_compiled_objects_are_frozen(routed: PolicySet) -> None:
         route.deadline = 1.0  # type: ignore[misc]
     with pytest.raises(AttributeError):
         route.retry.backoff.base = 1.0  # type: ignore[misc]
+
+
+# --- access ------------------------------------------------------------------------------
+
+
+def test_access_keys_from_a_file(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# rotated 2026-11-23\nkey-one-12345\n\n  key-two-67890  \n")
+    text = ROUTE + f"    access: {{keys: [inline-key-000], keys_file: '{keys}'}}\n"
+    route = load(tmp_path / "p", one(text)).routes[0]
+    assert [key.reveal() for key in route.access.keys] == [
+        "inline-key-000",
+        "key-one-12345",
+        "key-two-67890",
+    ]
+    assert "key-one" not in repr(route)
+
+
+def test_access_keys_file_that_cannot_be_read_refuses_the_policy(tmp_path: Path) -> None:
+    text = ROUTE + f"    access: {{keys_file: '{tmp_path / 'missing'}'}}\n"
+    (message,) = errors(tmp_path / "p", one(text))
+    assert "routes[0].access.keys_file: cannot read" in message
