@@ -1,0 +1,1 @@
+"""Runnable examples: policies (``examples/policies/``) and an app (``examples/app/``)."""
