@@ -12,6 +12,13 @@ help:
 	@echo "make bench  - measure the mock provider's throughput"
 	@echo "make format - apply ruff fixes and formatting"
 	@echo "make clean  - remove the virtualenv and caches"
+	@echo "make up      - build the images and start docker-compose.yml in the background"
+	@echo "make down    - stop and remove the compose containers (volumes kept)"
+	@echo "make logs    - compose logs [SERVICE=sidecar] [FOLLOW=1]"
+	@echo "make rebuild - rebuild images and recreate containers [SERVICE=x] [NOCACHE=1]"
+	@echo "make prune   - remove stopped compose containers and dangling images of this project"
+	@echo "make reset   - down, and remove the volumes (Redis and Prometheus data)"
+	@echo "make lock    - regenerate requirements.lock files from .venv (docs/deploy.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +55,51 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# ---- docker-compose.yml -----------------------------------------------------------------
+# Each target first makes sure a Docker engine answers (`docker info`), else says so in one
+# line and fails; it works with the Compose plugin (`docker compose`) or the standalone
+# `docker-compose`. Without Docker, `make run` is the same stack as local processes.
+.PHONY: up down logs rebuild prune reset lock
+
+COMPOSE_PROJECT := llm-sidecar
+truthy = $(filter 1 yes true on,$(1))
+
+define compose
+	@if ! docker info >/dev/null 2>&1; then \
+	  echo 'no Docker engine is running here: use `make run` for the local stack' >&2; exit 1; \
+	fi; \
+	if docker compose version >/dev/null 2>&1; then compose='docker compose'; \
+	elif docker-compose version >/dev/null 2>&1; then compose='docker-compose'; \
+	else echo 'Docker is running but Compose is not installed (`docker compose` or `docker-compose`)' >&2; exit 1; \
+	fi; \
+	set -e; $(1)
+endef
+
+up:
+	$(call compose,echo "+ $$compose up -d --build"; $$compose up -d --build; $$compose ps)
+
+down:
+	$(call compose,echo "+ $$compose down --remove-orphans"; $$compose down --remove-orphans)
+
+logs:
+	$(call compose,$$compose logs --tail=200 $(if $(call truthy,$(FOLLOW)),--follow) $(SERVICE))
+
+rebuild:
+	$(call compose,echo "+ $$compose build $(if $(call truthy,$(NOCACHE)),--no-cache --pull) $(SERVICE)"; \
+	  $$compose build $(if $(call truthy,$(NOCACHE)),--no-cache --pull) $(SERVICE); \
+	  $$compose up -d $(SERVICE))
+
+# Scoped to this project: its stopped containers and its untagged old images (by label);
+# other projects' containers, images and the build cache are left alone.
+prune:
+	$(call compose,$$compose rm --force; \
+	  docker image prune --force --filter label=org.opencontainers.image.title=$(COMPOSE_PROJECT))
+
+reset:
+	$(call compose,echo "+ $$compose down --volumes --remove-orphans"; \
+	  $$compose down --volumes --remove-orphans)
+
+lock: install
+	$(BIN)/python deploy/lock.py llm-sidecar > requirements.lock
+	$(BIN)/python deploy/lock.py --for-app openai > deploy/app-requirements.lock

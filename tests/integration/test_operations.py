@@ -454,12 +454,22 @@ def test_invalid_policy_refuses_to_start_with_exit_code_2(tmp_path: Path) -> Non
     assert "refusing to start" in output
 
 
-def _free_port() -> int:
+def _free_port(span: int = 1) -> int:
+    """A port p with p .. p+span-1 all free right now."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        try:
+            for offset in range(1, span):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port + offset))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port range")
 
 
 @pytest.mark.timeout(60)
@@ -469,7 +479,7 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
         "routes:\n  - {name: chat, match: {path: /v1/chat/completions}, "
         "fallback: [{upstream: m}]}\n"
     )
-    port, admin = _free_port(), _free_port()
+    port, admin = _free_port(), _free_port(span=2)
     process = subprocess.Popen(
         [sys.executable, "-m", "sidecar", "run", "--workers", "2", "--port", str(port),
          "--admin-port", str(admin), "--policies", str(tmp_path), "--grace", "1"],
