@@ -49,7 +49,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 RUN python -m venv --without-pip /opt/venv
 # The dependencies' own layer: rebuilt only when the lock changes.
-COPY requirements.lock ./
+COPY examples/deploy/requirements.lock ./
 RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-deps \
       --requirement requirements.lock
 COPY pyproject.toml README.md ./
@@ -60,7 +60,7 @@ RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-deps . \
 
 # ---- build-app: the same venv plus the example app's dependencies -----------------
 FROM build AS build-app
-COPY deploy/app-requirements.lock ./
+COPY examples/deploy/app-requirements.lock ./
 RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-deps \
       --requirement app-requirements.lock \
  && pip --python /opt/venv/bin/python check

@@ -4,11 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help install run test lint format typecheck pytest bench clean
+.PHONY: help install run test lint format typecheck pytest bench clean demo health check
 
 help:
-	@echo "make run    - start the local stack (mock providers; sidecar once it exists)"
+	@echo "make run    - start the local stack in the foreground (mocks :8001/:8002, sidecar :8080)"
 	@echo "make test   - ruff, ruff format --check, mypy --strict, pytest"
+	@echo "make demo   - ./demo.sh --start: the eight scenarios on a stack of its own"
+	@echo "make health - every service of the stack (local or compose URLs from the env)"
+	@echo "make check  - sidecar check on policies/ (for CI and pre-commit)"
 	@echo "make bench  - measure the mock provider's throughput"
 	@echo "make format - apply ruff fixes and formatting"
 	@echo "make clean  - remove the virtualenv and caches"
@@ -18,7 +21,7 @@ help:
 	@echo "make rebuild - rebuild images and recreate containers [SERVICE=x] [NOCACHE=1]"
 	@echo "make prune   - remove stopped compose containers and dangling images of this project"
 	@echo "make reset   - down, and remove the volumes (Redis and Prometheus data)"
-	@echo "make lock    - regenerate requirements.lock files from .venv (docs/deploy.md)"
+	@echo "make lock    - regenerate the lock files in examples/deploy/ from .venv (docs/deploy.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +52,15 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+demo: install
+	./demo.sh --start
+
+health: install
+	$(BIN)/python -m sidecar.health
+
+check: install
+	$(BIN)/sidecar check policies
 
 bench: install
 	$(BIN)/python bench/mock_rps.py
@@ -101,5 +113,5 @@ reset:
 	  $$compose down --volumes --remove-orphans)
 
 lock: install
-	$(BIN)/python deploy/lock.py llm-sidecar > requirements.lock
-	$(BIN)/python deploy/lock.py --for-app openai > deploy/app-requirements.lock
+	$(BIN)/python examples/deploy/lock.py llm-sidecar > examples/deploy/requirements.lock
+	$(BIN)/python examples/deploy/lock.py --for-app openai > examples/deploy/app-requirements.lock

@@ -188,7 +188,7 @@ def test_prometheus_config_passes_promtool() -> None:
     if promtool is None:
         pytest.skip("promtool is not installed (.ci/run installs it where it can)")
     result = subprocess.run(
-        [promtool, "check", "config", "deploy/prometheus.yml"],
+        [promtool, "check", "config", "examples/deploy/prometheus.yml"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -242,7 +242,7 @@ def test_dependencies_are_installed_from_the_lock_files_only() -> None:
         assert "--no-deps" in install, install
     pins = [
         line
-        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        for line in (ROOT / "examples" / "deploy" / "requirements.lock").read_text().splitlines()
         if line and not line.startswith("#")
     ]
     assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.+-]+", line) for line in pins), pins
@@ -255,7 +255,7 @@ def test_dependencies_are_installed_from_the_lock_files_only() -> None:
         assert requirement.specifier.contains(locked[name], prereleases=True), name
     # ...and nothing from the dev extra.
     assert not locked.keys() & {"pytest", "mypy", "ruff", "openai", "llm-sidecar"}
-    app = (ROOT / "deploy" / "app-requirements.lock").read_text()
+    app = (ROOT / "examples" / "deploy" / "app-requirements.lock").read_text()
     assert re.search(r"^openai==", app, re.MULTILINE)
 
 

@@ -6,8 +6,8 @@ for this environment; the closure is walked through the installed packages' meta
 environment markers evaluated here (so run it with Python 3.11 on Linux, like the image).
 
     make lock
-    # = .venv/bin/python deploy/lock.py llm-sidecar > requirements.lock
-    #   .venv/bin/python deploy/lock.py --for-app openai > deploy/app-requirements.lock
+    # = .venv/bin/python examples/deploy/lock.py llm-sidecar > examples/deploy/requirements.lock
+    #   .venv/bin/python examples/deploy/lock.py --for-app openai > examples/deploy/app-requirements.lock
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main() -> None:
     if missing:
         sys.exit(f"lock: not in pip freeze: {', '.join(missing)}")
     kind = "app" if args.for_app else "runtime"
-    command = " ".join(["deploy/lock.py", *(["--for-app"] if args.for_app else []), *args.roots])
+    command = " ".join(["examples/deploy/lock.py", *(["--for-app"] if args.for_app else []), *args.roots])
     print(f"# {HEADERS[kind][0]}\n# {HEADERS[kind][1]}")
     print("# Regenerate after changing dependencies or upgrading .venv (docs/deploy.md):")
     print(f"#   make lock    (runs: .venv/bin/python {command})")
