@@ -93,7 +93,9 @@ def main() -> None:
     if missing:
         sys.exit(f"lock: not in pip freeze: {', '.join(missing)}")
     kind = "app" if args.for_app else "runtime"
-    command = " ".join(["examples/deploy/lock.py", *(["--for-app"] if args.for_app else []), *args.roots])
+    command = " ".join(
+        ["examples/deploy/lock.py", *(["--for-app"] if args.for_app else []), *args.roots]
+    )
     print(f"# {HEADERS[kind][0]}\n# {HEADERS[kind][1]}")
     print("# Regenerate after changing dependencies or upgrading .venv (docs/deploy.md):")
     print(f"#   make lock    (runs: .venv/bin/python {command})")
