@@ -5,9 +5,11 @@ hold the whole closure and nothing else. The versions are the ones ``pip freeze`
 for this environment; the closure is walked through the installed packages' metadata, with
 environment markers evaluated here (so run it with Python 3.11 on Linux, like the image).
 
-    make lock
-    # = .venv/bin/python examples/deploy/lock.py llm-sidecar > examples/deploy/requirements.lock
-    #   .venv/bin/python examples/deploy/lock.py --for-app openai > examples/deploy/app-requirements.lock
+    make lock    # from the repository root, runs:
+    .venv/bin/python examples/deploy/lock.py llm-sidecar \
+        > examples/deploy/requirements.lock
+    .venv/bin/python examples/deploy/lock.py --for-app openai \
+        > examples/deploy/app-requirements.lock
 """
 
 from __future__ import annotations
