@@ -150,6 +150,7 @@ async def _quiet(
     result: RelayResult,
     detail: str,
 ) -> RelayOutcome:
+    """Record the failure and write nothing (the caller may still finish the answer)."""
     outcome.result = result
     outcome.detail = detail
     return outcome
@@ -163,8 +164,7 @@ async def _fail(
     result: RelayResult,
     detail: str,
 ) -> RelayOutcome:
-    outcome.result = result
-    outcome.detail = detail
+    """Record the failure and end the stream with one error event in the client's format."""
     message = f"the answer was interrupted after it started: {detail}"
     await sink.write(stream_error(fmt, message, request_id, f"stream_{result}"))
-    return outcome
+    return await _quiet(sink, fmt, request_id, outcome, result, detail)
