@@ -347,6 +347,15 @@ def _start_sidecar(
     )  # fmt: skip
 
 
+def _reap(process: subprocess.Popen[str]) -> None:
+    """Kill *process* if a test left it running, and close its output."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    assert process.stdout is not None
+    process.stdout.close()
+
+
 def _addresses(process: subprocess.Popen[str]) -> tuple[str, str]:
     main = admin = ""
     assert process.stdout is not None
@@ -409,11 +418,7 @@ async def test_sigterm_drains_a_slow_stream_then_exits_0(
         assert rest.endswith(b"data: [DONE]\n\n")
         assert await asyncio.to_thread(process.wait, 30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
+        _reap(process)
 
 
 @pytest.mark.timeout(60)
@@ -437,11 +442,7 @@ async def test_grace_end_gives_running_streams_a_final_error(
         assert b'"code":"shutdown"' in last
         assert await asyncio.to_thread(process.wait, 30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
+        _reap(process)
 
 
 @pytest.mark.timeout(30)
@@ -501,8 +502,4 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
+        _reap(process)
