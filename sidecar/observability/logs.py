@@ -7,6 +7,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import io
 import logging
 import sys
 import time
@@ -121,11 +124,36 @@ def log_breaker_event(event: BreakerEvent) -> None:
         breaker_log.info(fields)
 
 
+def _stdout() -> tuple[BinaryIO, io.TextIOWrapper | None]:
+    """A buffered binary stdout, and a text stream over it when one had to be made.
+
+    Under ``PYTHONUNBUFFERED=1`` (set in most container images, ours included)
+    ``sys.stdout.buffer`` is the raw file: one write syscall per line, which on
+    the hot path costs more than rendering the line. The sidecar then writes
+    through its own buffer over the same descriptor, flushed within
+    ``FLUSH_AFTER`` by the fast path, after every ``logging`` record (so the two
+    kinds of line keep their order) and at exit.
+    """
+    binary = sys.stdout.buffer
+    if not isinstance(binary, io.RawIOBase):  # already buffered
+        return binary, None
+    raw = io.FileIO(sys.stdout.fileno(), "wb", closefd=False)
+    buffered = io.BufferedWriter(raw, buffer_size=64 * 1024)
+    atexit.register(_flush_quietly, buffered)
+    return buffered, io.TextIOWrapper(buffered, encoding="utf-8", errors="replace")
+
+
+def _flush_quietly(stream: BinaryIO) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        stream.flush()
+
+
 def configure(level: int = logging.INFO, fmt: str = "json") -> None:
     """Lines on stdout for everything the sidecar logs: ``json`` or ``text``."""
     fast = fmt == "json" and level <= logging.INFO
-    _FastLines.sink = sys.stdout.buffer if fast else None
-    handler = logging.StreamHandler(sys.stdout)
+    binary, text = _stdout()
+    _FastLines.sink = binary if fast else None
+    handler = logging.StreamHandler(text if text is not None else sys.stdout)
     handler.setFormatter(JSONLineFormatter() if fmt == "json" else TextLineFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

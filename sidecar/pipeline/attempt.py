@@ -217,6 +217,12 @@ async def _first_part(
 
 async def _read_body(response: ClientResponse, timer: asyncio.Timeout, idle: float) -> bytes:
     """The whole body; at most *idle* seconds of silence between chunks (on *timer*)."""
+    content = response.content
+    if content.is_eof():  # a small answer usually arrives with its headers: take it as is
+        body = content.read_nowait()
+        if len(body) > MAX_BODY:
+            raise AttemptFailed(Failure("status", 502, detail="upstream body too large"))
+        return body
     chunks: list[bytes] = []
     size = 0
     loop = asyncio.get_running_loop()
