@@ -75,7 +75,14 @@ def create_app(config: SidecarConfig) -> web.Application:
         config.clock, BreakerRegistry(config.clock), rng=random.Random(config.seed)
     )
     registries.breakers.listeners.append(log_breaker_event)
-    registries.metrics.watch(store, registries.breakers, lambda: draining.in_flight)
+    shared = registries.shared
+    assert shared is not None
+    registries.metrics.watch(
+        store,
+        registries.breakers,
+        lambda: draining.in_flight,
+        lambda: shared.current.available if shared.current is not None else None,
+    )
     app[STORE] = store
     app[HOLDER] = holder
     app[REGISTRIES] = registries
@@ -99,6 +106,7 @@ def create_app(config: SidecarConfig) -> web.Application:
         yield
         await watcher.stop()
         await app[SESSION].close()
+        await shared.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app

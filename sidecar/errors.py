@@ -6,6 +6,7 @@ request id; the status says what happened (see docs/policy.md).
 
 from __future__ import annotations
 
+import math
 from typing import Final, Literal
 
 import orjson
@@ -34,6 +35,7 @@ class SidecarError(Exception):
     status = 500
     type = "server_error"
     code = "internal_error"
+    retry_after: int | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -63,6 +65,16 @@ class Draining(SidecarError):
 
 class UpstreamUnavailable(SidecarError):
     status, type, code = 502, "server_error", "upstream_error"
+
+
+class RateLimited(SidecarError):
+    """A rate limit of the policy (the route's, or every target's upstream limit)."""
+
+    status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+    def __init__(self, message: str, wait: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(wait))
 
 
 def client_format(request: web.BaseRequest) -> ClientFormat:
@@ -102,4 +114,6 @@ def error_response(error: SidecarError, fmt: ClientFormat, request_id: str) -> w
         content_type="application/json",
     )
     response.headers["x-request-id"] = request_id
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
     return response

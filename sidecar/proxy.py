@@ -34,7 +34,6 @@ from sidecar.pipeline.attempt import include_usage
 from sidecar.pipeline.build import Pipeline, Runtime
 from sidecar.pipeline.call import Answer, Call
 from sidecar.pipeline.continuation import continue_answer
-from sidecar.pipeline.fallback import AllBreakersOpen
 from sidecar.policy.model import PolicySet
 from sidecar.providers.formats import stream_error
 from sidecar.state import HOLDER, LIFECYCLE, REGISTRIES
@@ -72,10 +71,7 @@ async def serve(request: web.Request) -> web.StreamResponse:
     try:
         return await handle(request)
     except SidecarError as error:
-        response = error_response(error, client_format(request), request_id(request))
-        if isinstance(error, AllBreakersOpen):
-            response.headers["Retry-After"] = str(error.retry_after)
-        return response
+        return error_response(error, client_format(request), request_id(request))
     except web.HTTPException:
         raise
     except Exception:

@@ -136,6 +136,20 @@ class Metrics:
             ["upstream", "model", "kind"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "sidecar_rate_limited",
+            "Requests refused by a route's rate limit (scope route: 429 to the client) or "
+            "targets skipped at an upstream's limit (scope upstream:<name>).",
+            ["route", "scope"],
+            registry=r,
+        )
+        self.state_errors = Counter(
+            "sidecar_state_backend_errors",
+            "Failed or timed-out calls to the shared state backend (Redis); the sidecar "
+            "used its local state instead.",
+            ["operation"],
+            registry=r,
+        )
         self.breaker_transitions = Counter(
             "sidecar_breaker_transitions",
             "Circuit breaker state changes, by the state entered.",
@@ -167,11 +181,18 @@ class Metrics:
         child.observe(seconds)
 
     def watch(
-        self, store: PolicyStore, breakers: BreakerRegistry, in_flight: Callable[[], int]
+        self,
+        store: PolicyStore,
+        breakers: BreakerRegistry,
+        in_flight: Callable[[], int],
+        shared: Callable[[], bool | None] = lambda: None,
     ) -> None:
-        """Export the policy status, breaker states and requests in flight, read at scrape
-        time (nothing on the request path updates them)."""
-        self.registry.register(_StateCollector(store, breakers, self.breaker_label, in_flight))
+        """Export the policy status, breaker states, requests in flight and whether the
+        shared state backend answers, read at scrape time (nothing on the request path
+        updates them). *shared*: True/False for Redis up/down, None for memory."""
+        self.registry.register(
+            _StateCollector(store, breakers, self.breaker_label, in_flight, shared)
+        )
         breakers.listeners.append(self._on_breaker)
 
     def _on_breaker(self, event: BreakerEvent) -> None:
@@ -203,11 +224,13 @@ class _StateCollector(Collector):
         breakers: BreakerRegistry,
         label: Callable[[str], str],
         in_flight: Callable[[], int],
+        shared: Callable[[], bool | None],
     ) -> None:
         self._store = store
         self._breakers = breakers
         self._label = label
         self._in_flight = in_flight
+        self._shared = shared
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -241,3 +264,13 @@ class _StateCollector(Collector):
         for breaker in self._breakers.all():
             state.add_metric([self._label(breaker.key)], STATE_VALUES[breaker.state])
         yield state
+        up = GaugeMetricFamily(
+            "sidecar_state_backend_up",
+            "1 while the shared state backend (Redis) answers, 0 while the sidecar runs on "
+            "local state because it does not; absent with the memory backend.",
+            labels=["backend"],
+        )
+        shared = self._shared()
+        if shared is not None:
+            up.add_metric(["redis"], 1 if shared else 0)
+        yield up

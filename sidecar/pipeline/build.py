@@ -1,7 +1,7 @@
 """Compiling a route into its pipeline, once per policy load (never per request).
 
-    [access ▶] validate ▶ deadline ▶ fallback
-        ─▶ for each target: adapter ▶ retry ▶ breaker ▶ meter ▶ attempt
+    [access ▶] validate ▶ [route limit ▶] deadline ▶ fallback
+        ─▶ for each target: adapter ▶ retry ▶ [upstream limit ▶] breaker ▶ meter ▶ attempt
 
 State that must survive a reload (breakers, retry budgets) comes from
 registries keyed by stable names, so it carries over when names stay.
@@ -23,6 +23,7 @@ from sidecar.pipeline.call import Answer, Call, Handler, fold
 from sidecar.pipeline.deadline import make_deadline
 from sidecar.pipeline.fallback import make_fallback
 from sidecar.pipeline.meter import make_meter
+from sidecar.pipeline.ratelimit import make_route_limit, make_upstream_limit
 from sidecar.pipeline.retry import make_retry
 from sidecar.pipeline.validate import make_validate
 from sidecar.policy.model import PolicySet, Route, Target
@@ -30,6 +31,8 @@ from sidecar.resilience.breaker import BreakerRegistry
 from sidecar.resilience.budget import RetryBudget
 from sidecar.resilience.clock import Clock
 from sidecar.resilience.retry import RetryPolicy
+from sidecar.shared.redis import SharedStore, SharedStores
+from sidecar.traffic.limiter import Limiter
 
 
 @dataclass(slots=True)
@@ -41,6 +44,15 @@ class Registries:
     metrics: Metrics = field(default_factory=Metrics)
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
+    limiter: Limiter | None = None
+    shared: SharedStores | None = None
+
+    def __post_init__(self) -> None:
+        if self.limiter is None:
+            self.limiter = Limiter(self.clock)
+        if self.shared is None:
+            errors = self.metrics.state_errors
+            self.shared = SharedStores(self.clock, lambda op: errors.labels(op).inc())
 
     def budget(self, route: Route) -> RetryBudget:
         budget = self.budgets.get(route.name)
@@ -68,7 +80,14 @@ class Runtime:
     pipelines: dict[str, Pipeline]
 
 
-def make_pipeline(route: Route, registries: Registries, session: ClientSession) -> Pipeline:
+def make_pipeline(
+    route: Route,
+    registries: Registries,
+    session: ClientSession,
+    shared: SharedStore | None = None,
+) -> Pipeline:
+    limiter = registries.limiter
+    assert limiter is not None
     budget = registries.budget(route)
     policy = RetryPolicy(route.retry, budget, registries.rng)
     deps = AttemptDeps(session)
@@ -80,6 +99,11 @@ def make_pipeline(route: Route, registries: Registries, session: ClientSession) 
             [
                 make_adapter(route, target),
                 make_retry(policy, registries.clock, name, registries.metrics),
+                *(
+                    [make_upstream_limit(target.upstream, limiter, shared, registries.metrics)]
+                    if target.upstream.rate_limit is not None
+                    else []
+                ),
                 make_breaker(registries.breakers, route.breaker, route.name, name),
                 make_meter(registries.metrics, route.name, name),
             ],
@@ -90,10 +114,16 @@ def make_pipeline(route: Route, registries: Registries, session: ClientSession) 
             regular.append((target, chain))
 
     access = make_access(route.access)
+    route_limit = (
+        [make_route_limit(route.name, route.rate_limit, limiter, shared, registries.metrics)]
+        if route.rate_limit is not None
+        else []
+    )
     handle = fold(
         [
             *([access] if access is not None else []),
             make_validate(route),
+            *route_limit,
             make_deadline(route.deadline, registries.clock),
             make_fallback(targets, registries.metrics),
         ],
@@ -103,9 +133,11 @@ def make_pipeline(route: Route, registries: Registries, session: ClientSession) 
 
 
 def make_runtime(policy: PolicySet, registries: Registries, session: ClientSession) -> Runtime:
+    assert registries.shared is not None
+    shared = registries.shared.use(policy.state)
     return Runtime(
         policy,
-        {route.name: make_pipeline(route, registries, session) for route in policy.routes},
+        {route.name: make_pipeline(route, registries, session, shared) for route in policy.routes},
     )
 
 

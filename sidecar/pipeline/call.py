@@ -23,7 +23,7 @@ from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.sse import SSEParser
 
 Completion = Literal["success", "failure", "cancelled"]
-SkipReason = MoveOnReason | Literal["breaker_open", "unsupported", "context_length"]
+SkipReason = MoveOnReason | Literal["breaker_open", "unsupported", "context_length", "rate_limited"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +94,7 @@ class Call:
     upstream_seconds: float = 0.0  # time spent in upstream attempts (for the overhead metric)
     backoff_seconds: float = 0.0
     fallbacks: list[tuple[str, SkipReason]] = field(default_factory=list)
+    prompt_estimate: int = 0  # prompt tokens, characters/4 (set by validation)
 
 
 Handler = Callable[[Call], Awaitable[Answer]]

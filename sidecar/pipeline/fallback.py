@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from sidecar.errors import SidecarError, UpstreamUnavailable
+from sidecar.errors import RateLimited, SidecarError, UpstreamUnavailable
 from sidecar.observability.logs import log_attempt
 from sidecar.observability.metrics import Metrics
 from sidecar.pipeline.attempt import DeadlineExceeded
@@ -29,7 +29,7 @@ class AllBreakersOpen(SidecarError):
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
-        self.retry_after = max(1, math.ceil(retry_after))
+        self.retry_after: int = max(1, math.ceil(retry_after))
 
 
 def make_fallback(targets: list[tuple[str, Handler, TargetWhen]], metrics: Metrics) -> Stage:
@@ -105,6 +105,15 @@ def _give_up(call: Call, failures: list[TargetFailed]) -> Answer:
         raise DeadlineExceeded(
             f"the route's deadline ({call.route.deadline:g}s) ran out after "
             f"{call.attempts} attempt(s)"
+        )
+    if all(failure.reason in ("breaker_open", "rate_limited") for failure in failures) and any(
+        failure.reason == "rate_limited" for failure in failures
+    ):
+        wait = min(failure.retry_in or 0.0 for failure in failures)
+        raise RateLimited(
+            f"every upstream for route {call.route.name!r} is at its rate limit; "
+            f"retry in {max(1, math.ceil(wait))}s",
+            wait,
         )
     if all(failure.reason == "breaker_open" for failure in failures):
         wait = min(failure.retry_in or 0.0 for failure in failures)

@@ -34,13 +34,14 @@ def make_validate(route: Route) -> Stage:
     async def validate(call: Call, following: Handler) -> Answer:
         path = call.path_qs.split("?", 1)[0]
         if path in CHAT_PATHS and call.method == "POST":
-            check_chat(call, max_prompt)
+            call.prompt_estimate = check_chat(call, max_prompt)
         return await following(call)
 
     return validate
 
 
-def check_chat(call: Call, max_prompt: int | None) -> None:
+def check_chat(call: Call, max_prompt: int | None) -> int:
+    """Raise on an invalid chat request; the prompt's estimated tokens (characters/4)."""
     body = call.parsed
     if body is None:
         raise InvalidRequest("the request body must be a JSON object")
@@ -83,6 +84,7 @@ def check_chat(call: Call, max_prompt: int | None) -> None:
             f"the prompt is about {estimate} tokens (characters/4); this route allows {max_prompt}",
             param="messages",
         )
+    return estimate
 
 
 def _text_length(content: object) -> int:

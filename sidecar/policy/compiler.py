@@ -22,15 +22,18 @@ from sidecar.policy.model import (
     Breaker,
     BreakerKey,
     Budget,
+    Cache,
     Continuation,
     Jitter,
     Match,
     PolicySet,
+    RateLimit,
     Retry,
     RetryAfter,
     RetryCondition,
     Route,
     Secret,
+    StateBackend,
     Target,
     TargetWhen,
     Timeouts,
@@ -75,9 +78,16 @@ def compile_policy(documents: list[Document], content_hash: str) -> PolicySet:
     upstreams: dict[str, Upstream] = {}
     upstream_files: dict[str, str] = {}
     defaults: tuple[Document, Tree] | None = None
+    state: tuple[Document, StateBackend] | None = None
     routes: list[_RouteSource] = []
     for document in documents:
         data = cast(Tree, document.data)
+        if "state" in data:
+            if state is not None:
+                message = f"state already defined in {state[0].file}"
+                issues.append(document.issue(("state",), message))
+            else:
+                state = (document, _state(document, cast(Tree, data["state"]), issues))
         for name, spec in cast(Tree, data.get("upstreams", {})).items():
             if name in upstreams:
                 first = upstream_files[name]
@@ -130,7 +140,47 @@ def compile_policy(documents: list[Document], content_hash: str) -> PolicySet:
         unique = dict.fromkeys(checker.issues)  # a bad default is reported once, not per route
         raise PolicyError(sorted(unique, key=lambda i: (i.file, i.line, i.column)))
     loaded = tuple(document.file for document in documents)
-    return PolicySet(content_hash, loaded, upstreams, tuple(compiled))
+    backend = state[1] if state is not None else StateBackend()
+    return PolicySet(content_hash, loaded, upstreams, tuple(compiled), backend)
+
+
+def _state(document: Document, spec: Tree, issues: list[Issue]) -> StateBackend:
+    backend = cast(Literal["memory", "redis"], spec.get("backend", "memory"))
+    url = cast(str | None, spec.get("url"))
+    if backend == "redis" and not url:
+        issues.append(document.issue(("state",), "backend redis needs a url (e.g. ${REDIS_URL})"))
+    return StateBackend(
+        backend=backend,
+        url=Secret(url) if url else None,
+        prefix=cast(str, spec.get("prefix", "sidecar")),
+        timeout=_seconds(spec, "timeout", 0.05),
+    )
+
+
+def _rate_limit(spec: Tree | None) -> RateLimit | None:
+    if spec is None:
+        return None
+    key = cast(str, spec.get("key", "route"))
+    if key.startswith("header:"):
+        key = key.lower()
+    return RateLimit(
+        requests_per_minute=cast(int | None, spec.get("requests_per_minute")),
+        tokens_per_minute=cast(int | None, spec.get("tokens_per_minute")),
+        burst=float(cast(float, spec.get("burst", 1.0))),
+        key=key,
+    )
+
+
+def _cache(spec: Tree | None) -> Cache:
+    if spec is None:
+        return Cache()
+    return Cache(
+        enabled=cast(bool, spec.get("enabled", True)),
+        when=cast(Literal["deterministic", "always"], spec.get("when", "deterministic")),
+        ttl=_seconds(spec, "ttl", 300.0),
+        max_entries=cast(int, spec.get("max_entries", 1000)),
+        max_entry_size=parse_size(cast(str | int, spec.get("max_entry_size", "1MiB"))),
+    )
 
 
 def _route(
@@ -230,6 +280,8 @@ def _route(
             keys=_access_keys(access, source, checker),
             localhost_only=cast(bool, access.get("localhost_only", False)),
         ),
+        rate_limit=_rate_limit(cast(Tree | None, tree.get("rate_limit"))),
+        cache=_cache(cast(Tree | None, tree.get("cache"))),
     )
 
 
@@ -262,6 +314,7 @@ def _upstream(name: str, spec: Tree) -> Upstream:
         max_connections=cast(int, pool.get("max_connections", 256)),
         prefill=cast(bool, capabilities.get("prefill", False)),
         tools=cast(bool, capabilities.get("tools", True)),
+        rate_limit=_rate_limit(cast(Tree | None, spec.get("rate_limit"))),
     )
 
 

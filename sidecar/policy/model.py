@@ -41,6 +41,19 @@ class Auth:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Token buckets per minute; ``burst`` is the share of a minute's allowance spendable at once.
+
+    ``key``: "route", "client_key" or "header:<lower-cased name>" (route limits only).
+    """
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    burst: float = 1.0
+    key: str = "route"
+
+
+@dataclass(frozen=True, slots=True)
 class Upstream:
     name: str
     url: str  # no trailing slash
@@ -50,6 +63,7 @@ class Upstream:
     max_connections: int = 256
     prefill: bool = False
     tools: bool = True
+    rate_limit: RateLimit | None = None  # the provider's RPM/TPM: at the limit, skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +197,25 @@ class Continuation:
 
 
 @dataclass(frozen=True, slots=True)
+class Cache:
+    enabled: bool = False
+    when: Literal["deterministic", "always"] = "deterministic"
+    ttl: float = 300.0
+    max_entries: int = 1000
+    max_entry_size: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StateBackend:
+    """Where buckets, breaker state and the cache live; ``url`` may hold a password."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    url: Secret | None = None
+    prefix: str = "sidecar"
+    timeout: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     match: Match
@@ -195,6 +228,8 @@ class Route:
     translate: Translate = Translate()
     continuation: Continuation = Continuation()
     access: Access = Access()
+    rate_limit: RateLimit | None = None
+    cache: Cache = Cache()
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +240,7 @@ class PolicySet:
     files: tuple[str, ...]
     upstreams: Mapping[str, Upstream]
     routes: tuple[Route, ...]
+    state: StateBackend = StateBackend()
 
     def route_for(
         self, method: str, path: str, model: str | None, headers: Mapping[str, str]

@@ -1,0 +1,1 @@
+"""State shared by replicas: the Redis connection, bounded and fail-open."""

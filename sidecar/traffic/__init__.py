@@ -1,0 +1,1 @@
+"""Traffic control: rate limits (token buckets), in memory or shared through Redis."""
