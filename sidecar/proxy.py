@@ -266,6 +266,7 @@ async def _stream(
                 client=call.client_format,
                 delivered=stream.delivered,
                 emit_errors=not continuable,
+                malformed_breaks=continuable,
             )
             result, ok = outcome.result, outcome.ok
         if not ok and continuable:

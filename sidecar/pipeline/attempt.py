@@ -198,6 +198,9 @@ async def _first_part(
             if seen.error_status is not None and not begun:
                 raise AttemptFailed(Failure("status", seen.error_status, detail=seen.error_message))
             if seen.malformed:
+                if call.route.continuation.enabled:  # it may have carried text: try again
+                    detail = "malformed event before the first token"
+                    raise AttemptFailed(Failure("status", 502, detail=detail))
                 continue
             stream.first.append(translator.event(event, seen))
             stream.seen.append(seen)

@@ -157,7 +157,9 @@ async def _splice(
                 seen = inspect(fmt, event)
                 if seen.error_status is not None:
                     raise _Broken(seen.error_message or "an upstream error event")
-                if not seen.malformed and await splice.take(seen, sink):
+                if seen.malformed:  # it may have carried text: never leave a gap
+                    raise _Broken("the continuation sent an event that is not valid JSON")
+                if await splice.take(seen, sink):
                     return await _end(call, splice, delivered, mode, writer, sink)
             if not chunk:
                 if splice.finish is not None:

@@ -1,7 +1,9 @@
 """Relaying a committed stream to the client, event by event, with no buffering.
 
 After the commit point nothing is retried. Upstream events are forwarded as
-their original bytes; malformed ones are dropped (and logged). The stream ends
+their original bytes; malformed ones are never forwarded (and are logged): they
+are skipped, or — when the caller can finish the answer elsewhere
+(continuation) — they break the stream there, since they may have carried text. The stream ends
 in exactly one of three ways:
 
 * the upstream's terminator (``[DONE]`` / ``message_stop``) was relayed → success;
@@ -28,7 +30,9 @@ from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.sse import SSEError, SSEParser
 
 log = logging.getLogger("sidecar.stream")
-RelayResult = Literal["complete", "finalised", "cut", "stalled", "upstream_error", "truncated"]
+RelayResult = Literal[
+    "complete", "finalised", "cut", "stalled", "upstream_error", "truncated", "malformed"
+]
 
 
 class ByteSource(Protocol):
@@ -63,13 +67,17 @@ async def relay(
     client: WireFormat | None = None,
     delivered: Delivered | None = None,
     emit_errors: bool = True,
+    malformed_breaks: bool = False,
 ) -> RelayOutcome:
     """Forward events from *source* to *sink* until the stream ends one way or another.
 
     *fmt* is the upstream's format; *translator* turns its events into the *client*'s
     (by default both are the same and bytes pass untouched). *delivered* records what
     went out. With *emit_errors* off a failure writes nothing (not even the upstream's
-    error event): the caller may still finish the answer elsewhere.
+    error event): the caller may still finish the answer elsewhere. With
+    *malformed_breaks* a malformed event ends the relay as a failure ("malformed")
+    instead of being skipped: it may have carried part of the answer, and a caller
+    that can finish the answer elsewhere should rather do that than deliver a gap.
     """
     client = client or fmt
     translate = translator or Passthrough(fmt)
@@ -107,6 +115,11 @@ async def relay(
                     {"request_id": request_id, "event": "malformed_event_dropped",
                      "bytes": len(event.raw)}
                 )  # fmt: skip
+                if malformed_breaks:
+                    if out:
+                        await sink.write(bytes(out))
+                    detail = "the upstream sent an event that is not valid JSON"
+                    return await fail(sink, client, request_id, outcome, "malformed", detail)
                 continue
             if seen.error_status is not None:
                 if emit_errors:

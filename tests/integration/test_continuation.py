@@ -242,3 +242,33 @@ async def test_anthropic_client_continuation_with_prefill(stack: Stack) -> None:
     assert final.stop_reason == "end_turn"
     assert final.usage.output_tokens == len(TOKENS)
     assert await stack.calls("claude") == 1
+
+
+@pytest.mark.parametrize("case", ["prefill", "restart"])
+async def test_a_malformed_event_is_a_break_the_answer_is_finished_without_a_gap(
+    stack: Stack, case: str
+) -> None:
+    # The malformed event replaced a token: skipping it would deliver a "complete"
+    # answer with a word missing. With continuation on it is a break instead.
+    await stack.script("primary", {"malformed_chunk": CUT})
+    text, _ = await sdk_text(stack, case)
+    assert text == DEFAULT_ANSWER
+    assert await stack.calls("claude" if case == "prefill" else "plain") == 1
+
+
+async def test_a_malformed_event_before_the_first_token_is_retried_elsewhere(
+    stack: Stack,
+) -> None:
+    await stack.script("primary", {"malformed_chunk": 1})
+    raw = await stack.raw("restart")
+    assert_one_clean_ending(raw)
+    assert await stack.calls("plain") == 1
+
+
+async def test_without_continuation_a_malformed_event_is_dropped_and_the_stream_goes_on(
+    stack: Stack,
+) -> None:
+    await stack.script("primary", {"malformed_chunk": CUT})
+    text, _ = await sdk_text(stack, "off")
+    assert text == "".join(TOKENS[: CUT - 1] + TOKENS[CUT:])
+    assert await stack.calls("plain") == 0
