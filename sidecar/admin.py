@@ -8,7 +8,9 @@ admin request needs ``Authorization: Bearer <token>``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -80,6 +82,33 @@ async def force_breaker(request: web.Request) -> web.Response:
     return _json(breaker.snapshot())
 
 
+async def runtime(request: web.Request) -> web.Response:
+    """Process figures for soak tests and leak hunts: asyncio tasks, open fds, RSS."""
+    return _json(
+        {
+            "tasks": len(asyncio.all_tasks()),
+            "in_flight": request.app[LIFECYCLE].in_flight,
+            "open_fds": _count_fds(),
+            "rss_bytes": _rss_bytes(),
+        }
+    )
+
+
+def _count_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux
+        return None
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format."""
     body = generate_latest(request.app[REGISTRIES].metrics.registry)
@@ -103,6 +132,7 @@ def create_admin_app(main: web.Application, token: str | None) -> web.Applicatio
     add_routes(admin)
     admin.router.add_get("/admin/policy", policy)
     admin.router.add_get("/admin/breakers", breakers)
+    admin.router.add_get("/admin/runtime", runtime)
     admin.router.add_post("/admin/breakers/{key}/{action:reset|open}", force_breaker)
     return admin
 
