@@ -23,7 +23,7 @@ from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.sse import SSEParser
 
 Completion = Literal["success", "failure", "cancelled"]
-SkipReason = MoveOnReason | Literal["breaker_open", "unsupported", "context_length"]
+SkipReason = MoveOnReason | Literal["breaker_open", "unsupported", "context_length", "hedged"]
 
 
 @dataclass(frozen=True, slots=True)
