@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.policy.errors import PolicyError
+from sidecar.policy.explain import explain, route_json
 from sidecar.policy.loader import load_policy
 from sidecar.policy.model import Hedge, PolicySet, Tier
 
@@ -179,6 +180,19 @@ def test_hedge_needs_a_second_target(tmp_path: Path) -> None:
 
 def test_hedge_needs_its_after(tmp_path: Path) -> None:
     text = HEAD + "    hedge: {}\n    fallback: [{upstream: east}, {upstream: west}]\n"
-    assert errors(tmp_path, text) == [
-        "p.yaml:9:12: routes[0].hedge: missing required key 'after'"
+    assert errors(tmp_path, text) == ["p.yaml:9:12: routes[0].hedge: missing required key 'after'"]
+
+
+def test_explain_shows_the_tier_and_the_hedge(tmp_path: Path) -> None:
+    policy = load(tmp_path, GOOD)
+    shown = route_json(policy.routes[0])
+    assert shown["tiers"] == [
+        {
+            "strategy": "weighted",
+            "targets": [{"upstream": "east", "weight": 3.0}, {"upstream": "west", "weight": 1.0}],
+        }
     ]
+    assert shown["hedge"] == {"after": "2s"}
+    text = explain(policy)
+    assert "tier (weighted): the next 2 are one step" in text
+    assert "hedge: no first byte after 2s" in text
