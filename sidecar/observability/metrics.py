@@ -113,6 +113,14 @@ class Metrics:
             ["route", "from_upstream", "to_upstream", "reason"],
             registry=r,
         )
+        self.hedges = Counter(
+            "sidecar_hedges",
+            "Hedged requests: a target had no first byte after hedge.after, so the next one was "
+            "tried too. result: won (the hedge answered first), lost (the original did), "
+            "failed (neither answered), refused (the retry budget said no: no hedge sent).",
+            ["route", "from_upstream", "to_upstream", "result"],
+            registry=r,
+        )
         self.continuations = Counter(
             "sidecar_continuations",
             "Broken streams finished on another (or the same) target.",

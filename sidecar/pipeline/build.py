@@ -1,10 +1,12 @@
 """Compiling a route into its pipeline, once per policy load (never per request).
 
     [access ▶] validate ▶ [route limit ▶] deadline ▶ fallback
-        ─▶ for each target: adapter ▶ retry ▶ [upstream limit ▶] breaker ▶ meter ▶ attempt
+        ─▶ for each target: adapter ▶ retry ▶ [upstream limit ▶] breaker ▶ [load ▶] meter ▶ attempt
 
-State that must survive a reload (breakers, retry budgets) comes from
-registries keyed by stable names, so it carries over when names stay.
+A tier's deployments each get their own chain (the ``load`` stage feeds their
+balancer); the tier is one fallback step that orders them per request.
+State that must survive a reload (breakers, retry budgets, balancer state) comes
+from registries keyed by stable names, so it carries over when names stay.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from sidecar.pipeline.breaker import make_breaker
 from sidecar.pipeline.call import Answer, Call, Handler, fold
 from sidecar.pipeline.deadline import make_deadline
 from sidecar.pipeline.fallback import make_fallback
+from sidecar.pipeline.hedge import Hedging
 from sidecar.pipeline.meter import make_meter
 from sidecar.pipeline.ratelimit import make_route_limit, make_upstream_limit
 from sidecar.pipeline.retry import make_retry
+from sidecar.pipeline.tier import Candidate, TierStep, make_load
 from sidecar.pipeline.validate import make_validate
-from sidecar.policy.model import PolicySet, Route, Target
+from sidecar.policy.model import PolicySet, Route, Target, Tier
+from sidecar.resilience.balance import Balancer, BalanceRegistry
 from sidecar.resilience.breaker import BreakerRegistry
 from sidecar.resilience.budget import RetryBudget
 from sidecar.resilience.clock import Clock
@@ -44,6 +49,7 @@ class Registries:
     metrics: Metrics = field(default_factory=Metrics)
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
+    balance: BalanceRegistry = field(default_factory=BalanceRegistry)
     limiter: Limiter | None = None
     shared: SharedStores | None = None
 
@@ -91,10 +97,13 @@ def make_pipeline(
     budget = registries.budget(route)
     policy = RetryPolicy(route.retry, budget, registries.rng)
     deps = AttemptDeps(session)
-    targets = []
+    chains: dict[int, Handler] = {}  # id(target) -> its chain
+    larger: list[Candidate] = []
     regular: list[tuple[Target, Handler]] = []
+    in_tier = {id(target) for tier in route.tiers for target in tier.targets}
     for target in route.fallback:
         name = target.upstream.name
+        load = registries.balance.load(f"{route.name}:{name}") if id(target) in in_tier else None
         chain = fold(
             [
                 make_adapter(route, target),
@@ -105,13 +114,26 @@ def make_pipeline(
                     else []
                 ),
                 make_breaker(registries.breakers, route.breaker, route.name, name),
+                *([make_load(load, registries.clock)] if load is not None else []),
                 make_meter(registries.metrics, route.name, name),
             ],
             make_attempt(route, target, deps),
         )
-        targets.append((name, chain, target.when))
+        chains[id(target)] = chain
         if target.when == "always":
             regular.append((target, chain))
+        else:
+            larger.append((name, chain))
+
+    steps: list[Candidate | TierStep] = []
+    for step in route.steps():
+        if isinstance(step, Tier):
+            steps.append(_tier_step(route, step, chains, registries))
+        else:
+            steps.append((step.upstream.name, chains[id(step)]))
+    hedging = None
+    if route.hedge is not None:
+        hedging = Hedging(route.hedge.after, registries.clock, budget, registries.metrics)
 
     access = make_access(route.access)
     route_limit = (
@@ -125,11 +147,26 @@ def make_pipeline(
             make_validate(route),
             *route_limit,
             make_deadline(route.deadline, registries.clock),
-            make_fallback(targets, registries.metrics),
+            make_fallback(steps, larger, registries.metrics, hedging),
         ],
         _terminal,
     )
     return Pipeline(route, handle, budget, tuple(regular))
+
+
+def _tier_step(
+    route: Route, tier: Tier, chains: dict[int, Handler], registries: Registries
+) -> TierStep:
+    balancer = Balancer(
+        tier.strategy,
+        [target.weight for target in tier.targets],
+        [registries.balance.load(f"{route.name}:{t.upstream.name}") for t in tier.targets],
+        registries.balance.rotation(tier.name),
+        registries.rng,
+        registries.clock,
+    )
+    candidates = [(target.upstream.name, chains[id(target)]) for target in tier.targets]
+    return TierStep(balancer, candidates, registries.breakers, route.breaker, route.name)
 
 
 def make_runtime(policy: PolicySet, registries: Registries, session: ClientSession) -> Runtime:

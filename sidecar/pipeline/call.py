@@ -23,7 +23,10 @@ from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.sse import SSEParser
 
 Completion = Literal["success", "failure", "cancelled"]
-SkipReason = MoveOnReason | Literal["breaker_open", "unsupported", "context_length", "rate_limited"]
+SkipReason = (
+    MoveOnReason
+    | Literal["breaker_open", "unsupported", "context_length", "rate_limited", "hedged"]
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,9 @@
 """Fallback stage: try the route's targets in order until one answers.
 
+A tier is one step whose deployments are tried in the order its balancer picks
+for the request, all before the next step. With ``hedge`` set, a target that is
+slow to its first byte races the next one (``pipeline/hedge.py``), once per request.
+
 Moves on when a target's retries are exhausted, its breaker is open, the retry
 budget refuses, the first byte is late, or Retry-After is longer than
 ``max_wait``. A failure the policy does not list (400, 401, 403, 404, 413, 422,
@@ -19,8 +23,9 @@ from sidecar.observability.logs import log_attempt
 from sidecar.observability.metrics import Metrics
 from sidecar.pipeline.attempt import DeadlineExceeded
 from sidecar.pipeline.call import Answer, Call, Handler, Stage, TargetFailed
+from sidecar.pipeline.hedge import HedgeFailed, Hedging
 from sidecar.pipeline.retry import NotRetryable
-from sidecar.policy.model import TargetWhen
+from sidecar.pipeline.tier import Candidate, TierStep
 from sidecar.providers.formats import is_context_length_error
 
 
@@ -32,17 +37,31 @@ class AllBreakersOpen(SidecarError):
         self.retry_after: int = max(1, math.ceil(retry_after))
 
 
-def make_fallback(targets: list[tuple[str, Handler, TargetWhen]], metrics: Metrics) -> Stage:
-    regular = [(name, chain) for name, chain, when in targets if when == "always"]
-    larger = [(name, chain) for name, chain, when in targets if when != "always"]
+def make_fallback(
+    steps: list[Candidate | TierStep],
+    larger: list[Candidate],
+    metrics: Metrics,
+    hedging: Hedging | None = None,
+) -> Stage:
+    """*steps*: the regular chain (a tier expands to its deployments, in the balancer's order
+    for each request); *larger*: the ``when: context_length_exceeded`` targets."""
+    static: list[Candidate] | None = None
+    if not any(isinstance(step, TierStep) for step in steps):
+        static = [step for step in steps if not isinstance(step, TierStep)]
 
     async def fallback(call: Call, following: Handler) -> Answer:
         assert call.deadline is not None
+        regular = static if static is not None else _expand(steps, call)
         failures: list[TargetFailed] = []
-        for position, (name, chain) in enumerate(regular):
+        may_hedge = hedging is not None
+        position = 0
+        while position < len(regular):
             if call.deadline.expired:
                 break
+            name, chain = regular[position]
             try:
+                if may_hedge and hedging is not None and position + 1 < len(regular):
+                    return await hedging.race(call, regular[position], regular[position + 1])
                 return await chain(call)
             except NotRetryable as final:
                 answer = final.failed.answer
@@ -57,23 +76,52 @@ def make_fallback(targets: list[tuple[str, Handler, TargetWhen]], metrics: Metri
                     f"upstream {name!r} failed ({final.failed.failure.label}); "
                     "the policy does not retry or fail over on that"
                 ) from None
+            except HedgeFailed as both:
+                may_hedge = False  # one hedge per request: it is a bet on latency, not a retry
+                for failed_name, failed in both.failures:
+                    position += 1
+                    _moved_on(call, failed_name, failed, regular, position, failures, metrics)
             except TargetFailed as failed:
-                failures.append(failed)
-                call.fallbacks.append((name, failed.reason))
-                following_name = regular[position + 1][0] if position + 1 < len(regular) else "none"
-                metrics.fallbacks.labels(call.route.name, name, following_name, failed.reason).inc()
-                log_attempt(
-                    {
-                        "request_id": call.request_id,
-                        "route": call.route.name,
-                        "upstream": name,
-                        "event": "fallback",
-                        "reason": failed.reason,
-                    }
-                )
+                position += 1
+                _moved_on(call, name, failed, regular, position, failures, metrics)
         return _give_up(call, failures)
 
     return fallback
+
+
+def _expand(steps: list[Candidate | TierStep], call: Call) -> list[Candidate]:
+    regular: list[Candidate] = []
+    for step in steps:
+        if isinstance(step, TierStep):
+            regular.extend(step.order(call))
+        else:
+            regular.append(step)
+    return regular
+
+
+def _moved_on(
+    call: Call,
+    name: str,
+    failed: TargetFailed,
+    regular: list[Candidate],
+    following: int,
+    failures: list[TargetFailed],
+    metrics: Metrics,
+) -> None:
+    """Record that *name* gave up and the chain moves on to ``regular[following]``."""
+    failures.append(failed)
+    call.fallbacks.append((name, failed.reason))
+    following_name = regular[following][0] if following < len(regular) else "none"
+    metrics.fallbacks.labels(call.route.name, name, following_name, failed.reason).inc()
+    log_attempt(
+        {
+            "request_id": call.request_id,
+            "route": call.route.name,
+            "upstream": name,
+            "event": "fallback",
+            "reason": failed.reason,
+        }
+    )
 
 
 def _too_long(answer: Answer) -> bool:
@@ -81,7 +129,7 @@ def _too_long(answer: Answer) -> bool:
 
 
 async def _try_larger(
-    call: Call, larger: list[tuple[str, Handler]], failures: list[TargetFailed]
+    call: Call, larger: list[Candidate], failures: list[TargetFailed]
 ) -> Answer | None:
     """Try the context-length targets in order; None when none of them answered."""
     assert call.deadline is not None

@@ -19,11 +19,13 @@ from sidecar.policy.model import (
     Access,
     Auth,
     Backoff,
+    BalanceStrategy,
     Breaker,
     BreakerKey,
     Budget,
     Cache,
     Continuation,
+    Hedge,
     Jitter,
     Match,
     PolicySet,
@@ -36,6 +38,7 @@ from sidecar.policy.model import (
     StateBackend,
     Target,
     TargetWhen,
+    Tier,
     Timeouts,
     Translate,
     Upstream,
@@ -216,40 +219,28 @@ def _route(
             f"backoff base ({format_duration(retry.backoff.base)}) is larger than max "
             f"({format_duration(retry.backoff.max)})",
         )
-    targets = []
+    targets: list[Target] = []
+    tiers: list[Tier] = []
     raw_targets = cast(list[Tree], tree.get("fallback", []))
     if not raw_targets:
         checker.at(source, (), "no fallback targets: set fallback here or in defaults")
     for position, raw in enumerate(raw_targets):
-        name = cast(str, raw["upstream"])
-        upstream = upstreams.get(name)
-        if upstream is None:
-            known = sorted(upstreams)
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            checker.at(
-                source,
-                ("fallback", position, "upstream"),
-                f"unknown upstream {name!r}{hint}; defined: {', '.join(known) or 'none'}",
-            )
+        if "tier" in raw:
+            tier = _tier(cast(str, tree["name"]), raw, position, upstreams, source, checker)
+            if tier is not None:
+                tiers.append(tier)
+                targets.extend(tier.targets)
             continue
-        if "model" in raw and "model_map" in raw:
-            checker.at(source, ("fallback", position), "set either model or model_map, not both")
-        model_map = cast(Tree, raw.get("model_map", {}))
-        targets.append(
-            Target(
-                upstream,
-                cast(str | None, raw.get("model")),
-                tuple((pattern, cast(str, model)) for pattern, model in model_map.items()),
-                cast(TargetWhen, raw.get("when", "always")),
-            )
-        )
+        target = _target(raw, ("fallback", position), upstreams, source, checker)
+        if target is not None:
+            targets.append(target)
     if targets and all(target.when != "always" for target in targets):
         checker.at(
             source,
             ("fallback",),
             "every target is 'when: context_length_exceeded'; at least one must be a regular one",
         )
+    hedge = _hedge(cast(Tree | None, tree.get("hedge")), deadline, targets, source, checker)
     if len(checker.issues) != before:
         return None
     validate = cast(Tree, tree.get("validate", {}))
@@ -282,7 +273,106 @@ def _route(
         ),
         rate_limit=_rate_limit(cast(Tree | None, tree.get("rate_limit"))),
         cache=_cache(cast(Tree | None, tree.get("cache"))),
+        tiers=tuple(tiers),
+        hedge=hedge,
     )
+
+
+def _target(
+    raw: Tree,
+    where: Path,
+    upstreams: Mapping[str, Upstream],
+    source: _RouteSource,
+    checker: _Checker,
+) -> Target | None:
+    """One target (a fallback step or a tier's deployment); None after reporting an issue."""
+    name = cast(str, raw["upstream"])
+    upstream = upstreams.get(name)
+    if upstream is None:
+        known = sorted(upstreams)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        checker.at(
+            source,
+            (*where, "upstream"),
+            f"unknown upstream {name!r}{hint}; defined: {', '.join(known) or 'none'}",
+        )
+        return None
+    if "model" in raw and "model_map" in raw:
+        checker.at(source, where, "set either model or model_map, not both")
+    model_map = cast(Tree, raw.get("model_map", {}))
+    return Target(
+        upstream,
+        cast(str | None, raw.get("model")),
+        tuple((pattern, cast(str, model)) for pattern, model in model_map.items()),
+        cast(TargetWhen, raw.get("when", "always")),
+        float(cast(float, raw.get("weight", 1.0))),
+    )
+
+
+def _tier(
+    route: str,
+    raw: Tree,
+    position: int,
+    upstreams: Mapping[str, Upstream],
+    source: _RouteSource,
+    checker: _Checker,
+) -> Tier | None:
+    where: Path = ("fallback", position)
+    for key in ("when", "model", "model_map"):
+        if key in raw:
+            message = (
+                "a tier is a regular step: 'when' is not allowed on it"
+                if key == "when"
+                else f"set {key} on the tier's deployments, not on the tier"
+            )
+            checker.at(source, (*where, key), message)
+    spec = cast(Tree, raw["tier"])
+    strategy = cast(BalanceStrategy, spec.get("strategy", "weighted"))
+    targets: list[Target] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(cast(list[Tree], spec["targets"])):
+        at: Path = (*where, "tier", "targets", index)
+        name = cast(str, entry["upstream"])
+        if name in seen:
+            checker.at(source, (*at, "upstream"), f"upstream {name!r} is already in this tier")
+            continue
+        seen.add(name)
+        if "weight" in entry and strategy != "weighted":
+            checker.at(
+                source,
+                (*at, "weight"),
+                f"weight only applies to strategy 'weighted' (this tier is {strategy!r})",
+            )
+        target = _target(entry, at, upstreams, source, checker)
+        if target is not None:
+            targets.append(target)
+    if len(targets) != len(cast(list[Tree], spec["targets"])):
+        return None
+    name = f"{route}:" + "+".join(target.upstream.name for target in targets)
+    return Tier(name, tuple(targets), strategy)
+
+
+def _hedge(
+    spec: Tree | None,
+    deadline: float,
+    targets: list[Target],
+    source: _RouteSource,
+    checker: _Checker,
+) -> Hedge | None:
+    if spec is None:
+        return None
+    after = parse_duration(cast(str, spec["after"]))
+    if after >= deadline:
+        checker.at(
+            source,
+            ("hedge", "after"),
+            f"after ({format_duration(after)}) is not shorter than the deadline "
+            f"({format_duration(deadline)}); a hedge could never be sent",
+        )
+    if targets and sum(1 for target in targets if target.when == "always") < 2:
+        checker.at(source, ("hedge",), "a hedge needs a second target to go to; there is one")
+    return Hedge(after)
 
 
 def _access_keys(access: Tree, source: _RouteSource, checker: _Checker) -> tuple[Secret, ...]:

@@ -63,6 +63,7 @@ def route_json(route: Route) -> JSON:
         "retry": _retry_json(route.retry),
         "breaker": _breaker_json(route.breaker),
         "fallback": [_target_json(target) for target in route.fallback],
+        **_balance_json(route),
         "translate": {
             "max_tokens": route.translate.max_tokens,
             "unsupported": route.translate.unsupported,
@@ -110,8 +111,20 @@ def explain(policy: PolicySet) -> str:
         )
         lines.append(f"  2. deadline   {dur(route.deadline)} for the whole chain")
         lines.append(f"  3. fallback   {len(route.fallback)} target(s), in order:")
+        tier_of = {id(target): tier for tier in route.tiers for target in tier.targets}
         for index, target in enumerate(route.fallback, start=1):
+            tier = tier_of.get(id(target))
+            if tier is not None and tier.targets[0] is target:
+                lines.append(
+                    f"     tier ({tier.strategy}): the next {len(tier.targets)} are one step, "
+                    "ordered per request, all tried before the step after"
+                )
             lines.extend(_target_lines(route, index, target))
+        if route.hedge is not None:
+            lines.append(
+                f"     hedge: no first byte after {dur(route.hedge.after)} → one extra attempt "
+                "on the next target, first answer wins (retry budget permitting)"
+            )
         if route.continuation.enabled:
             lines.append(
                 f"  4. continuation  a stream broken after its first token is finished on the "
@@ -223,3 +236,22 @@ def _target_json(target: Target) -> JSON:
         "model_map": dict(target.model_map) or None,
         "when": target.when,
     }
+
+
+def _balance_json(route: Route) -> JSON:
+    """Tiers and hedge, only when the route has them."""
+    shown: JSON = {}
+    if route.tiers:
+        shown["tiers"] = [
+            {
+                "strategy": tier.strategy,
+                "targets": [
+                    {"upstream": target.upstream.name, "weight": target.weight}
+                    for target in tier.targets
+                ],
+            }
+            for tier in route.tiers
+        ]
+    if route.hedge is not None:
+        shown["hedge"] = {"after": dur(route.hedge.after)}
+    return shown

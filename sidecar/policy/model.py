@@ -158,6 +158,7 @@ class Breaker:
 
 
 TargetWhen = Literal["always", "context_length_exceeded"]
+BalanceStrategy = Literal["weighted", "round_robin", "least_in_flight", "lowest_latency"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,7 @@ class Target:
     model: str | None = None
     model_map: tuple[tuple[str, str], ...] = ()
     when: TargetWhen = "always"  # context_length_exceeded: only after a too-long prompt
+    weight: float = 1.0  # share of first picks within a tier (strategy weighted)
 
     def model_for(self, requested: str | None) -> str | None:
         """The model to send upstream for a request that asked for *requested*."""
@@ -176,6 +178,24 @@ class Target:
                 if fnmatch.fnmatchcase(requested, pattern):
                     return model
         return requested
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """Deployments of one model: one step of the fallback chain, in the order a balancer picks.
+
+    Its targets are the very objects of ``Route.fallback`` (consecutive there), so
+    everything that walks the flat list (continuation, explain) sees every deployment.
+    """
+
+    name: str  # stable key for balancer state: "<route>:<upstream>+<upstream>..."
+    targets: tuple[Target, ...]
+    strategy: BalanceStrategy = "weighted"
+
+
+@dataclass(frozen=True, slots=True)
+class Hedge:
+    after: float  # no first byte (streams: first token) by then: one extra attempt on the next
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +250,22 @@ class Route:
     access: Access = Access()
     rate_limit: RateLimit | None = None
     cache: Cache = Cache()
+    tiers: tuple[Tier, ...] = ()  # fallback steps made of several deployments
+    hedge: Hedge | None = None
+
+    def steps(self) -> tuple[Target | Tier, ...]:
+        """The regular fallback chain as steps: a single target, or a whole tier."""
+        tier_of = {id(target): tier for tier in self.tiers for target in tier.targets}
+        steps: list[Target | Tier] = []
+        for target in self.fallback:
+            if target.when != "always":
+                continue
+            tier = tier_of.get(id(target))
+            if tier is None:
+                steps.append(target)
+            elif not steps or steps[-1] is not tier:
+                steps.append(tier)
+        return tuple(steps)
 
 
 @dataclass(frozen=True, slots=True)
