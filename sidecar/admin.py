@@ -20,6 +20,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sidecar.policy.explain import policy_json
+from sidecar.resilience.breaker import CircuitBreaker
 from sidecar.state import HOLDER, LIFECYCLE, REGISTRIES, STORE
 
 
@@ -66,20 +67,53 @@ async def policy(request: web.Request) -> web.Response:
     )
 
 
+async def _sync_breakers(app: web.Application, force: bool) -> None:
+    """With shared state, mirror the shared breakers into the local ones first."""
+    registries = app[REGISTRIES]
+    store = registries.shared.current if registries.shared is not None else None
+    views = registries.shared_breakers
+    if store is None or views is None:
+        return
+    breakers = [breaker for breaker in registries.breakers.all() if breaker.policy.enabled]
+    await asyncio.gather(*(views.sync(store, breaker, force) for breaker in breakers))
+
+
+def _snapshot(app: web.Application, breaker: CircuitBreaker) -> dict[str, object]:
+    snapshot = breaker.snapshot()
+    registries = app[REGISTRIES]
+    store = registries.shared.current if registries.shared is not None else None
+    if store is not None and registries.shared_breakers is not None:
+        view = registries.shared_breakers.view(store, breaker.key)
+        snapshot["shared"] = (
+            {"state": view.state, "consecutive_failures": view.failures,
+             "probes_in_flight": view.probes}
+            if view is not None
+            else None  # Redis unavailable: the local state decides
+        )  # fmt: skip
+    return snapshot
+
+
 async def breakers(request: web.Request) -> web.Response:
-    """Every breaker: state, counts, time until half-open."""
+    """Every breaker: state, counts, time until half-open (shared state: as Redis has it)."""
+    await _sync_breakers(request.app, force=True)
     registry = request.app[REGISTRIES].breakers
-    return _json({"breakers": [breaker.snapshot() for breaker in registry.all()]})
+    return _json({"breakers": [_snapshot(request.app, breaker) for breaker in registry.all()]})
 
 
 async def force_breaker(request: web.Request) -> web.Response:
-    """POST /admin/breakers/{key}/reset | /open — for drills."""
-    registry = request.app[REGISTRIES].breakers
-    breaker = registry.find(request.match_info["key"])
+    """POST /admin/breakers/{key}/reset | /open — for drills (every replica, when shared)."""
+    registries = request.app[REGISTRIES]
+    breaker = registries.breakers.find(request.match_info["key"])
     if breaker is None:
         return _json({"error": f"no breaker {request.match_info['key']!r}"}, 404)
-    breaker.force("closed" if request.match_info["action"] == "reset" else "open")
-    return _json(breaker.snapshot())
+    reset = request.match_info["action"] == "reset"
+    breaker.force("closed" if reset else "open")
+    store = registries.shared.current if registries.shared is not None else None
+    if store is not None and registries.shared_breakers is not None and breaker.policy.enabled:
+        await registries.shared_breakers.record(
+            store, breaker.key, breaker.policy, "close" if reset else "open"
+        )
+    return _json(_snapshot(request.app, breaker))
 
 
 async def runtime(request: web.Request) -> web.Response:
@@ -110,7 +144,8 @@ def _rss_bytes() -> int | None:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format."""
+    """Prometheus text format (shared breakers mirrored first, from copies ≤ 0.2 s old)."""
+    await _sync_breakers(request.app, force=False)
     body = generate_latest(request.app[REGISTRIES].metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -6,7 +6,9 @@
 A tier's deployments each get their own chain (the ``load`` stage feeds their
 balancer); the tier is one fallback step that orders them per request.
 State that must survive a reload (breakers, retry budgets, balancer state) comes
-from registries keyed by stable names, so it carries over when names stay.
+from registries keyed by stable names, so it carries over when names stay. With
+``state: {backend: redis}`` the breaker stages share their state through the
+policy's ``SharedStore`` (``registries.shared_breakers`` keeps the copies).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from sidecar.resilience.breaker import BreakerRegistry
 from sidecar.resilience.budget import RetryBudget
 from sidecar.resilience.clock import Clock
 from sidecar.resilience.retry import RetryPolicy
+from sidecar.shared.breakers import SharedBreakers
 from sidecar.shared.redis import SharedStore, SharedStores
 from sidecar.traffic.limiter import Limiter
 
@@ -52,8 +55,11 @@ class Registries:
     balance: BalanceRegistry = field(default_factory=BalanceRegistry)
     limiter: Limiter | None = None
     shared: SharedStores | None = None
+    shared_breakers: SharedBreakers | None = None
 
     def __post_init__(self) -> None:
+        if self.shared_breakers is None:
+            self.shared_breakers = SharedBreakers(self.clock)
         if self.limiter is None:
             self.limiter = Limiter(self.clock)
         if self.shared is None:
@@ -97,6 +103,10 @@ def make_pipeline(
     budget = registries.budget(route)
     policy = RetryPolicy(route.retry, budget, registries.rng)
     deps = AttemptDeps(session)
+    assert registries.shared_breakers is not None
+    shared_breakers = (
+        (shared, registries.shared_breakers, registries.clock) if shared is not None else None
+    )
     chains: dict[int, Handler] = {}  # id(target) -> its chain
     larger: list[Candidate] = []
     regular: list[tuple[Target, Handler]] = []
@@ -113,7 +123,7 @@ def make_pipeline(
                     if target.upstream.rate_limit is not None
                     else []
                 ),
-                make_breaker(registries.breakers, route.breaker, route.name, name),
+                make_breaker(registries.breakers, route.breaker, route.name, name, shared_breakers),
                 *([make_load(load, registries.clock)] if load is not None else []),
                 make_meter(registries.metrics, route.name, name),
             ],

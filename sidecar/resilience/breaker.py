@@ -24,6 +24,12 @@ move happens when somebody asks (``acquire()`` or ``state``), not only after a
 call, so a quiet breaker still recovers. A permit issued in an earlier state
 (a slow call that started while closed) is recorded for the window but cannot
 close or re-open a half-open breaker: only probes decide that.
+
+With a shared state backend the decisions are made by the shared breaker
+(``sidecar/shared/breakers.py``) and this one *follows* them: ``follow(state)``
+mirrors the shared state (emitting the same events, so logs, metrics and the
+admin API show it on every replica) and ``count(result)`` keeps its counts.
+When the backend is unavailable it decides alone again, from where it was.
 """
 
 from __future__ import annotations
@@ -174,6 +180,37 @@ class CircuitBreaker:
                 self._open(now, f"{failures}/{calls} calls failed in {window.size:g}s")
         elif failed and self._consecutive >= (self.policy.consecutive_failures or 1):
             self._open(now, f"{self._consecutive} consecutive failures")
+
+    def follow(self, state: State, retry_in: float = 0.0, reason: str = "shared state") -> None:
+        """Mirror a state decided elsewhere (the shared breaker); events fire on a change.
+
+        *retry_in*: seconds until an open breaker lets probes through; an open breaker
+        whose time is up counts as half-open (the shared one moves when asked).
+        """
+        now = self._clock.now()
+        current = self.state
+        if state == "open" and retry_in <= 0:
+            state = "half_open"
+        if state == "open":
+            if current != "open":
+                self._enter("open")
+                self._emit(BreakerOpened(self.key, now, reason))
+            self._opened_at = now + retry_in - self.policy.open_for
+        elif state == "half_open" and current != "half_open":
+            self._enter("half_open")
+            self._opened_at = now - self.policy.open_for
+            self._emit(BreakerHalfOpened(self.key, now))
+        elif state == "closed" and current != "closed":
+            self._close(now)
+
+    def count(self, result: Result | Literal["rejected"]) -> None:
+        """Count an attempt the shared breaker decided (no local transition)."""
+        if result == "failure":
+            self.failures += 1
+        elif result == "success":
+            self.successes += 1
+        elif result == "rejected":
+            self.rejections += 1
 
     def force(self, state: Literal["open", "closed"]) -> None:
         """Operator override (drills): open now, or close and forget the failures."""
