@@ -126,6 +126,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
                     "upstream": record.upstream,
                     "fallbacks": [f"{name}:{reason}" for name, reason in call.fallbacks],
                     "continued": call.continued,
+                    "cache": call.cache,
                     "latency_ms": round(elapsed * 1000, 1),
                 }
             )

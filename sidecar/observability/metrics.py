@@ -158,6 +158,12 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        self.cache_requests = Counter(
+            "sidecar_cache_requests",
+            "Cacheable requests by cache result (hit: answered from the cache, no upstream call).",
+            ["route", "result"],
+            registry=r,
+        )
         self.breaker_transitions = Counter(
             "sidecar_breaker_transitions",
             "Circuit breaker state changes, by the state entered.",

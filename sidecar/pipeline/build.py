@@ -1,6 +1,6 @@
 """Compiling a route into its pipeline, once per policy load (never per request).
 
-    [access ▶] validate ▶ [route limit ▶] deadline ▶ fallback
+    [access ▶] validate ▶ [route limit ▶] [cache ▶] deadline ▶ fallback
         ─▶ for each target: adapter ▶ retry ▶ [upstream limit ▶] breaker ▶ [load ▶] meter ▶ attempt
 
 A tier's deployments each get their own chain (the ``load`` stage feeds their
@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 
 from aiohttp import ClientSession
 
+from sidecar.cache.store import Caches
 from sidecar.observability.metrics import Metrics
 from sidecar.pipeline.access import make_access
 from sidecar.pipeline.adapter import make_adapter
 from sidecar.pipeline.attempt import AttemptDeps, make_attempt
 from sidecar.pipeline.breaker import make_breaker
+from sidecar.pipeline.cache import make_cache
 from sidecar.pipeline.call import Answer, Call, Handler, fold
 from sidecar.pipeline.deadline import make_deadline
 from sidecar.pipeline.fallback import make_fallback
@@ -56,12 +58,15 @@ class Registries:
     limiter: Limiter | None = None
     shared: SharedStores | None = None
     shared_breakers: SharedBreakers | None = None
+    caches: Caches | None = None
 
     def __post_init__(self) -> None:
         if self.shared_breakers is None:
             self.shared_breakers = SharedBreakers(self.clock)
         if self.limiter is None:
             self.limiter = Limiter(self.clock)
+        if self.caches is None:
+            self.caches = Caches(self.clock)
         if self.shared is None:
             errors = self.metrics.state_errors
             self.shared = SharedStores(self.clock, lambda op: errors.labels(op).inc())
@@ -151,11 +156,19 @@ def make_pipeline(
         if route.rate_limit is not None
         else []
     )
+    caches = registries.caches
+    assert caches is not None
+    cache = (
+        [make_cache(route, caches.for_route(route.name, route.cache), shared, registries.metrics)]
+        if route.cache.enabled
+        else []
+    )
     handle = fold(
         [
             *([access] if access is not None else []),
             make_validate(route),
             *route_limit,
+            *cache,
             make_deadline(route.deadline, registries.clock),
             make_fallback(steps, larger, registries.metrics, hedging),
         ],

@@ -98,6 +98,7 @@ class Call:
     backoff_seconds: float = 0.0
     fallbacks: list[tuple[str, SkipReason]] = field(default_factory=list)
     prompt_estimate: int = 0  # prompt tokens, characters/4 (set by validation)
+    cache: str | None = None  # "hit" or "miss" when the route's cache took part
 
 
 Handler = Callable[[Call], Awaitable[Answer]]
