@@ -31,7 +31,7 @@ from sidecar.state import (
     STORE,
     RuntimeHolder,
 )
-from sidecar.upstream import SESSION, make_session
+from sidecar.upstream import POOLS, UpstreamPools
 
 log = logging.getLogger("sidecar")
 DEFAULT_PORT: Final = 8080
@@ -116,11 +116,10 @@ def create_app(config: SidecarConfig) -> web.Application:
     app[ADMIN_APP] = admin.create_admin_app(app, config.admin_token)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        session = make_session()
-        app[SESSION] = session
+        pools = app[POOLS] = UpstreamPools()
 
         def activate(policy: PolicySet) -> None:
-            holder.current = make_runtime(policy, registries, session)
+            holder.current = make_runtime(policy, registries, pools)
 
         store.on_swap(activate)
         result = store.reload("startup")
@@ -130,7 +129,7 @@ def create_app(config: SidecarConfig) -> web.Application:
         watcher.start(events=config.watch)
         yield
         await watcher.stop()
-        await app[SESSION].close()
+        await pools.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app

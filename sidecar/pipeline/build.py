@@ -12,8 +12,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from aiohttp import ClientSession
-
 from sidecar.observability.metrics import Metrics
 from sidecar.pipeline.access import make_access
 from sidecar.pipeline.adapter import make_adapter
@@ -30,6 +28,7 @@ from sidecar.resilience.breaker import BreakerRegistry
 from sidecar.resilience.budget import RetryBudget
 from sidecar.resilience.clock import Clock
 from sidecar.resilience.retry import RetryPolicy
+from sidecar.upstream import UpstreamPools
 
 
 @dataclass(slots=True)
@@ -41,6 +40,7 @@ class Registries:
     metrics: Metrics = field(default_factory=Metrics)
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
+    in_flight: dict[str, int] = field(default_factory=dict)  # requests being served, per route
 
     def budget(self, route: Route) -> RetryBudget:
         budget = self.budgets.get(route.name)
@@ -68,10 +68,9 @@ class Runtime:
     pipelines: dict[str, Pipeline]
 
 
-def make_pipeline(route: Route, registries: Registries, session: ClientSession) -> Pipeline:
+def make_pipeline(route: Route, registries: Registries, pools: UpstreamPools) -> Pipeline:
     budget = registries.budget(route)
     policy = RetryPolicy(route.retry, budget, registries.rng)
-    deps = AttemptDeps(session)
     targets = []
     regular: list[tuple[Target, Handler]] = []
     for target in route.fallback:
@@ -83,7 +82,7 @@ def make_pipeline(route: Route, registries: Registries, session: ClientSession) 
                 make_breaker(registries.breakers, route.breaker, route.name, name),
                 make_meter(registries.metrics, route.name, name),
             ],
-            make_attempt(route, target, deps),
+            make_attempt(route, target, AttemptDeps(pools.session_for(target.upstream))),
         )
         targets.append((name, chain, target.when))
         if target.when == "always":
@@ -102,10 +101,10 @@ def make_pipeline(route: Route, registries: Registries, session: ClientSession) 
     return Pipeline(route, handle, budget, tuple(regular))
 
 
-def make_runtime(policy: PolicySet, registries: Registries, session: ClientSession) -> Runtime:
+def make_runtime(policy: PolicySet, registries: Registries, pools: UpstreamPools) -> Runtime:
     return Runtime(
         policy,
-        {route.name: make_pipeline(route, registries, session) for route in policy.routes},
+        {route.name: make_pipeline(route, registries, pools) for route in policy.routes},
     )
 
 
