@@ -66,6 +66,11 @@ class Draining(SidecarError):
     status, type, code = 503, "server_error", "shutting_down"
 
 
+class RouteOverloaded(SidecarError):
+    status, type, code = 503, "server_error", "route_overloaded"
+    retry_after = 1
+
+
 class UpstreamUnavailable(SidecarError):
     status, type, code = 502, "server_error", "upstream_error"
 

@@ -26,6 +26,7 @@ from sidecar.errors import (
     InvalidRequest,
     NoRoute,
     NotReady,
+    RouteOverloaded,
     SidecarError,
     client_format,
     error_response,
@@ -74,7 +75,7 @@ async def serve(request: web.Request) -> web.StreamResponse:
         return await handle(request)
     except SidecarError as error:
         response = error_response(error, client_format(request), request_id(request))
-        if isinstance(error, AllBreakersOpen):
+        if isinstance(error, AllBreakersOpen | RouteOverloaded):
             response.headers["Retry-After"] = str(error.retry_after)
         elif isinstance(error, BodyTimeout):
             response.force_close()  # the rest of the body may still be on its way
@@ -171,6 +172,15 @@ async def _handle(
             f"request body is {len(body)} bytes; route {route.name!r} allows "
             f"{route.validate.max_body}"
         )
+    registries = request.app[REGISTRIES]
+    in_flight = registries.in_flight
+    busy = in_flight.get(route.name, 0)
+    if busy >= route.limits.max_in_flight:
+        registries.metrics.shed.labels(route.name, "max_in_flight").inc()
+        raise RouteOverloaded(
+            f"route {route.name!r} is serving its limit of {route.limits.max_in_flight} "
+            "requests at once; retry shortly"
+        )
     pipeline = runtime.pipelines[route.name]
     pipeline.budget.deposit()
     call = Call(
@@ -187,8 +197,9 @@ async def _handle(
         remote=request.remote,
     )
     record.call = call
-    metrics = request.app[REGISTRIES].metrics
+    metrics = registries.metrics
     answer: Answer | None = None
+    in_flight[route.name] = busy + 1
     try:
         try:
             answer = await pipeline.handle(call)
@@ -200,6 +211,7 @@ async def _handle(
         response, record.outcome = await _write(request, call, answer, policy, pipeline)
         return response
     finally:
+        in_flight[route.name] -= 1
         for cleanup in call.cleanups:  # closes a live upstream stream at once
             cleanup()
         if answer is not None:

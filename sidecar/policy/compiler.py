@@ -24,6 +24,7 @@ from sidecar.policy.model import (
     Budget,
     Continuation,
     Jitter,
+    Limits,
     Match,
     PolicySet,
     Retry,
@@ -206,6 +207,7 @@ def _route(
     translate = cast(Tree, tree.get("translate", {}))
     continuation = cast(Tree, tree.get("continuation", {}))
     access = cast(Tree, tree.get("access", {}))
+    shedding = cast(Tree, tree.get("limits", {}))
     return Route(
         name=cast(str, tree["name"]),
         match=_match(cast(Tree, tree["match"])),
@@ -230,6 +232,7 @@ def _route(
             keys=_access_keys(access, source, checker),
             localhost_only=cast(bool, access.get("localhost_only", False)),
         ),
+        limits=Limits(max_in_flight=cast(int, shedding.get("max_in_flight", 1000))),
     )
 
 

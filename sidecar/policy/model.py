@@ -177,6 +177,11 @@ class Access:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    max_in_flight: int = 1000  # requests of the route served at once, per process
+
+
+@dataclass(frozen=True, slots=True)
 class Continuation:
     enabled: bool = False
     target: Literal["next", "same"] = "next"
@@ -195,6 +200,7 @@ class Route:
     translate: Translate = Translate()
     continuation: Continuation = Continuation()
     access: Access = Access()
+    limits: Limits = Limits()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,12 @@ Requests are written as raw bytes where the client's exact request line matters.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,3 +356,128 @@ async def test_slow_request_body_gets_408_in_the_clients_format(
     else:
         assert b'"code":"request_timeout"' in body
     assert s.recorder.seen == []
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():  # noqa: ASYNC110 - polls plain state; the per-test timeout bounds it
+        await asyncio.sleep(0.01)
+
+
+async def test_pool_max_connections_is_per_upstream(make_stack) -> None:
+    s = await make_stack()
+    s.recorder.hold = asyncio.Event()
+    a, b = f"Bearer {KEY_A}", KEY_B  # a: 2 connections, b: 3, one host and port
+    sends = [
+        *(s.http.post(s.sidecar.make_url("/v1/files/x"), data=CHAT, headers=JSON)
+          for _ in range(5)),
+        *(s.http.post(s.sidecar.make_url("/v1/b/chat/completions"), data=CHAT, headers=JSON)
+          for _ in range(5)),
+    ]  # fmt: skip
+    tasks = [asyncio.ensure_future(send) for send in sends]
+    await until(lambda: s.recorder.active.get(a) == 2 and s.recorder.active.get(b) == 3)
+    await asyncio.sleep(0.2)  # nothing more gets through while they are held
+    assert s.recorder.peak == {a: 2, b: 3}
+    s.recorder.hold.set()
+    for response in await asyncio.gather(*tasks):
+        assert response.status == 200
+        response.release()
+    assert len(s.recorder.seen) == 10
+
+
+LIMITED = """\
+  - name: limited
+    match: {path: /v1/limited/chat/completions}
+    limits: {max_in_flight: 2}
+    fallback: [{upstream: open}]
+  - name: messages
+    match: {path: /v1/messages}
+    limits: {max_in_flight: 1}
+    fallback: [{upstream: open}]
+"""
+MESSAGE = b'{"model": "claude-x", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]}'
+
+
+async def shed_count(s: Stack, route: str) -> float:
+    async with s.http.get(s.sidecar.make_url("/metrics")) as response:
+        text = await response.text()
+    line = f'sidecar_load_shed_total{{limit="max_in_flight",route="{route}"}} '
+    found = [row for row in text.splitlines() if row.startswith(line)]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
+async def test_max_in_flight_sheds_with_503_and_no_upstream_call(make_stack) -> None:
+    s = await make_stack(extra=LIMITED)
+    s.recorder.hold = asyncio.Event()
+    url = s.sidecar.make_url("/v1/limited/chat/completions")
+    held = [asyncio.ensure_future(s.http.post(url, data=CHAT, headers=JSON)) for _ in range(2)]
+    await until(lambda: len(s.recorder.seen) == 2)
+    async with s.http.post(url, data=CHAT, headers=JSON) as response:
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "1"
+        body = await response.json()
+    assert body["error"]["code"] == "route_overloaded"
+    assert "limited" in body["error"]["message"]
+    assert await shed_count(s, "limited") == 1
+    assert len(s.recorder.seen) == 2  # the refused request never went upstream
+    s.recorder.hold.set()
+    for response in await asyncio.gather(*held):
+        assert response.status == 200
+        response.release()
+    async with s.http.post(url, data=CHAT, headers=JSON) as response:
+        assert response.status == 200  # the slots were given back
+
+
+async def test_max_in_flight_answers_anthropic_clients_in_their_format(make_stack) -> None:
+    s = await make_stack(extra=LIMITED)
+    s.recorder.hold = asyncio.Event()
+    url = s.sidecar.make_url("/v1/messages")
+    held = asyncio.ensure_future(s.http.post(url, data=MESSAGE, headers=JSON))
+    await until(lambda: len(s.recorder.seen) == 1)
+    async with s.http.post(url, data=MESSAGE, headers=JSON) as response:
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "1"
+        body = await response.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "overloaded_error"
+    s.recorder.hold.set()
+    response = await held
+    assert response.status == 200
+    response.release()
+
+
+def test_the_cli_server_applies_the_head_limits_and_header_timeout(tmp_path: Path) -> None:
+    """The limits are wired into ``sidecar run`` itself (a real process, its own runner)."""
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\nupstreams:\n  m: {url: 'http://127.0.0.1:9', format: openai}\n"
+        "routes:\n  - {name: chat, match: {path: /v1/chat/completions}, "
+        "fallback: [{upstream: m}]}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "run", "--port", "0", "--admin-port", "0",
+         "--policies", str(tmp_path), "--no-watch", "--header-timeout", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        port = 0
+        while not port:
+            line = process.stdout.readline()
+            assert line, "the sidecar exited before listening"
+            if found := re.search(r"listening on http://[\d.]+:(\d+)", line):
+                port = int(found.group(1))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+            assert sock.recv(100).split(b" ")[1] == b"400"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+            started = time.monotonic()
+            assert sock.recv(100) == b""  # closed, unanswered
+            assert time.monotonic() - started < 3
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert sock.recv(100).split(b" ")[1] == b"200"  # and it still serves
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        assert process.stdout is not None
+        process.stdout.close()
