@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help install run test lint format typecheck pytest bench clean demo health check
+.PHONY: help install run test lint format typecheck pytest bench clean demo health check audit
 
 help:
 	@echo "make run    - start the local stack in the foreground (mocks :8001/:8002, sidecar :8080)"
@@ -12,6 +12,7 @@ help:
 	@echo "make demo   - ./demo.sh --start: the eight scenarios on a stack of its own"
 	@echo "make health - every service of the stack (local or compose URLs from the env)"
 	@echo "make check  - sidecar check on policies/ (for CI and pre-commit)"
+	@echo "make audit  - pip-audit on the image's lock files [SERVICE=osv] (docs/security.md)"
 	@echo "make bench  - measure the mock provider's throughput"
 	@echo "make format - apply ruff fixes and formatting"
 	@echo "make clean  - remove the virtualenv and caches"
@@ -61,6 +62,10 @@ health: install
 
 check: install
 	$(BIN)/sidecar check policies
+
+# Exit 0: no known vulnerability; 1: found; 2: the vulnerability service gave no answer.
+audit: install
+	$(BIN)/python examples/deploy/audit.py $(if $(SERVICE),--service $(SERVICE))
 
 bench: install
 	$(BIN)/python bench/mock_rps.py

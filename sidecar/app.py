@@ -22,11 +22,23 @@ from sidecar.policy.store import PolicyStore
 from sidecar.policy.watcher import PolicyWatcher
 from sidecar.resilience.breaker import BreakerRegistry
 from sidecar.resilience.clock import Clock, SystemClock
-from sidecar.state import ADMIN_APP, HOLDER, LIFECYCLE, REGISTRIES, STORE, RuntimeHolder
-from sidecar.upstream import SESSION, make_session
+from sidecar.state import (
+    ADMIN_APP,
+    BODY_TIMEOUT,
+    HOLDER,
+    LIFECYCLE,
+    REGISTRIES,
+    STORE,
+    RuntimeHolder,
+)
+from sidecar.upstream import POOLS, UpstreamPools
 
 log = logging.getLogger("sidecar")
 DEFAULT_PORT: Final = 8080
+# Request-head limits of the main port (aiohttp's parser answers 400 beyond them).
+MAX_LINE_SIZE: Final = 8190  # the request line, and any one header line
+MAX_FIELD_SIZE: Final = 8190  # one header value
+MAX_HEADERS: Final = 100  # header fields per request
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +55,11 @@ class SidecarConfig:
     admin_port: int = 8081
     admin_token: str | None = field(default=None, repr=False)  # SIDECAR_ADMIN_TOKEN
     grace: float = 25.0  # seconds in-flight requests get to finish on SIGTERM
+    # Slow clients: the request head must arrive within header_timeout of the connection
+    # opening (or of the previous answer on a kept-alive connection; idle connections
+    # close then too); the body within body_timeout of the head.
+    header_timeout: float = 30.0
+    body_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         for name, port in (("port", self.port), ("admin_port", self.admin_port)):
@@ -52,11 +69,25 @@ class SidecarConfig:
             raise ValueError("poll_interval must be positive")
         if self.grace < 0:
             raise ValueError("grace must be >= 0")
+        if self.header_timeout <= 0 or self.body_timeout <= 0:
+            raise ValueError("header_timeout and body_timeout must be positive")
         if not self.admin_token and not is_loopback(self.admin_host):
             raise ValueError(
                 f"the admin API on {self.admin_host} would be reachable from outside: "
                 "set SIDECAR_ADMIN_TOKEN (or bind it to 127.0.0.1)"
             )
+
+
+def server_options(config: SidecarConfig) -> dict[str, float | int]:
+    """The main port's server settings (``web.AppRunner`` keywords): head size limits and
+    the slow-client timeout for request heads (aiohttp's keep-alive timer, which runs from
+    the connection's start and is not reset by bytes that do not complete a request)."""
+    return {
+        "keepalive_timeout": config.header_timeout,
+        "max_line_size": MAX_LINE_SIZE,
+        "max_field_size": MAX_FIELD_SIZE,
+        "max_headers": MAX_HEADERS,
+    }
 
 
 def is_loopback(host: str) -> bool:
@@ -86,16 +117,16 @@ def create_app(config: SidecarConfig) -> web.Application:
     app[STORE] = store
     app[HOLDER] = holder
     app[REGISTRIES] = registries
+    app[BODY_TIMEOUT] = config.body_timeout
     admin.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", proxy.serve)
     app[ADMIN_APP] = admin.create_admin_app(app, config.admin_token)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        session = make_session()
-        app[SESSION] = session
+        pools = app[POOLS] = UpstreamPools()
 
         def activate(policy: PolicySet) -> None:
-            holder.current = make_runtime(policy, registries, session)
+            holder.current = make_runtime(policy, registries, pools)
 
         store.on_swap(activate)
         result = store.reload("startup")
@@ -105,7 +136,7 @@ def create_app(config: SidecarConfig) -> web.Application:
         watcher.start(events=config.watch)
         yield
         await watcher.stop()
-        await app[SESSION].close()
+        await pools.close()
         await shared.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from sidecar.app import DEFAULT_PORT, SidecarConfig, create_app
+from sidecar.app import DEFAULT_PORT, SidecarConfig, create_app, server_options
 from sidecar.observability.logs import configure as configure_logging
 from sidecar.policy.errors import PolicyError
 from sidecar.policy.explain import explain
@@ -81,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(os.environ.get("SIDECAR_GRACE", "25")),
         help="seconds in-flight requests get to finish on SIGTERM (default 25)",
     )
+    run.add_argument(
+        "--header-timeout",
+        type=float,
+        default=float(os.environ.get("SIDECAR_HEADER_TIMEOUT", "30")),
+        help="seconds a connection gets to send a request head; idle keep-alive too (default 30)",
+    )
+    run.add_argument(
+        "--body-timeout",
+        type=float,
+        default=float(os.environ.get("SIDECAR_BODY_TIMEOUT", "30")),
+        help="seconds a client gets to send a request body; then 408 (default 30)",
+    )
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
@@ -133,7 +145,13 @@ def tune_gc() -> None:
 async def serve(config: SidecarConfig, reuse_port: bool = False) -> None:
     """Serve until SIGINT/SIGTERM (then drain within the grace period); SIGHUP reloads."""
     app = create_app(config)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=1.0,
+        **server_options(config),  # type: ignore[arg-type]
+    )
     admin_runner = web.AppRunner(app[ADMIN_APP], access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     await admin_runner.setup()
@@ -183,6 +201,8 @@ def run(args: argparse.Namespace) -> None:
             admin_port=args.admin_port,
             admin_token=os.environ.get("SIDECAR_ADMIN_TOKEN") or None,
             grace=args.grace,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
         )
         load_policy(policies, os.environ)  # refuse to start on an invalid policy
     except ValueError as exc:

@@ -19,6 +19,7 @@ _ANTHROPIC_TYPES: Final = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    408: "timeout_error",
     413: "request_too_large",
     422: "invalid_request_error",
     429: "rate_limit_error",
@@ -55,12 +56,21 @@ class BodyTooLarge(SidecarError):
     status, type, code = 413, "invalid_request_error", "request_too_large"
 
 
+class BodyTimeout(SidecarError):
+    status, type, code = 408, "invalid_request_error", "request_timeout"
+
+
 class NotReady(SidecarError):
     status, type, code = 503, "server_error", "no_policy_loaded"
 
 
 class Draining(SidecarError):
     status, type, code = 503, "server_error", "shutting_down"
+
+
+class RouteOverloaded(SidecarError):
+    status, type, code = 503, "server_error", "route_overloaded"
+    retry_after = 1
 
 
 class UpstreamUnavailable(SidecarError):

@@ -22,12 +22,24 @@ HOP_BY_HOP: Final = frozenset(
     }
 )
 # Set by the sidecar or its HTTP client, never copied from the other side.
-_NOT_FORWARDED: Final = frozenset({"host", "content-length", "accept-encoding"})
+_NOT_FORWARDED: Final = frozenset(
+    {
+        "host",
+        "content-length",
+        "accept-encoding",
+        # The client does not get to tell the upstream (or a gateway in front of it)
+        # which host or path it asked for: some proxies route or authorise by these.
+        "x-forwarded-host",
+        "x-original-url",
+        "x-rewrite-url",
+    }
+)
 _NOT_RETURNED: Final = frozenset({"content-length", "content-encoding", "server", "date"})
 CREDENTIALS: Final = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 _REQUEST_DROP: Final = HOP_BY_HOP | _NOT_FORWARDED
 _REQUEST_DROP_WITH_CREDENTIALS: Final = _REQUEST_DROP | frozenset(CREDENTIALS)
-_RESPONSE_DROP: Final = HOP_BY_HOP | _NOT_RETURNED
+# An upstream (or a debugging proxy in front of it) that echoes the request's credentials.
+_RESPONSE_DROP: Final = HOP_BY_HOP | _NOT_RETURNED | frozenset(CREDENTIALS)
 
 
 def _with_connection_listed(base: frozenset[str], headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -43,15 +55,18 @@ def upstream_headers(
     upstream: Upstream,
     request_id: str,
     client_format: str | None = None,
+    sidecar_keys: bool = False,
 ) -> CIMultiDict[str]:
     """Headers for an upstream attempt: the client's, minus hop-by-hop and foreign credentials.
 
     The client's own credentials reach an upstream only when the policy sets no
     auth for it and it speaks the client's wire format: one provider's key is
-    never sent to another.
+    never sent to another. With *sidecar_keys* (the route checks client keys of
+    its own) the client's credential is the sidecar's key and never goes out.
     """
     foreign = client_format is not None and client_format != upstream.format
-    base = _REQUEST_DROP_WITH_CREDENTIALS if upstream.auth is not None or foreign else _REQUEST_DROP
+    strip = upstream.auth is not None or foreign or sidecar_keys
+    base = _REQUEST_DROP_WITH_CREDENTIALS if strip else _REQUEST_DROP
     drop = _with_connection_listed(base, incoming)
     out: CIMultiDict[str] = CIMultiDict(
         (key, value) for key, value in incoming.items() if key.lower() not in drop
@@ -62,9 +77,14 @@ def upstream_headers(
     return out
 
 
-def client_headers(upstream_response: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """Headers for the client: the upstream's, minus hop-by-hop and framing ones."""
+def client_headers(
+    upstream_response: CIMultiDictProxy[str], upstream: Upstream | None = None
+) -> CIMultiDict[str]:
+    """Headers for the client: the upstream's, minus hop-by-hop, framing and credential ones
+    (the upstream's own auth header included, should it echo it)."""
     drop = _with_connection_listed(_RESPONSE_DROP, upstream_response)
+    if upstream is not None and upstream.auth is not None:
+        drop = drop | {upstream.auth.header.lower()}
     return CIMultiDict(
         (key, value) for key, value in upstream_response.items() if key.lower() not in drop
     )

@@ -17,14 +17,16 @@ import uuid
 from typing import Final
 
 import orjson
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from sidecar.errors import (
+    BodyTimeout,
     BodyTooLarge,
     Draining,
     InvalidRequest,
     NoRoute,
     NotReady,
+    RouteOverloaded,
     SidecarError,
     client_format,
     error_response,
@@ -36,7 +38,7 @@ from sidecar.pipeline.call import Answer, Call
 from sidecar.pipeline.continuation import continue_answer
 from sidecar.policy.model import PolicySet
 from sidecar.providers.formats import stream_error
-from sidecar.state import HOLDER, LIFECYCLE, REGISTRIES
+from sidecar.state import BODY_TIMEOUT, HOLDER, LIFECYCLE, REGISTRIES
 from sidecar.streaming.relay import relay
 
 log = logging.getLogger("sidecar")
@@ -71,7 +73,10 @@ async def serve(request: web.Request) -> web.StreamResponse:
     try:
         return await handle(request)
     except SidecarError as error:
-        return error_response(error, client_format(request), request_id(request))
+        response = error_response(error, client_format(request), request_id(request))
+        if isinstance(error, BodyTimeout):
+            response.force_close()  # the rest of the body may still be on its way
+        return response
     except web.HTTPException:
         raise
     except Exception:
@@ -151,6 +156,7 @@ async def _handle(
 ) -> web.StreamResponse:
     fmt = client_format(request)
     policy = runtime.policy
+    check_path(request.path, request.raw_path)
     body = await _read_body(request, policy)
     parsed = _parse(body, request)
     raw_model = parsed.get("model") if parsed is not None else None
@@ -163,6 +169,15 @@ async def _handle(
         raise BodyTooLarge(
             f"request body is {len(body)} bytes; route {route.name!r} allows "
             f"{route.validate.max_body}"
+        )
+    registries = request.app[REGISTRIES]
+    in_flight = registries.in_flight
+    busy = in_flight.get(route.name, 0)
+    if busy >= route.limits.max_in_flight:
+        registries.metrics.shed.labels(route.name, "max_in_flight").inc()
+        raise RouteOverloaded(
+            f"route {route.name!r} is serving its limit of {route.limits.max_in_flight} "
+            "requests at once; retry shortly"
         )
     pipeline = runtime.pipelines[route.name]
     pipeline.budget.deposit()
@@ -180,8 +195,9 @@ async def _handle(
         remote=request.remote,
     )
     record.call = call
-    metrics = request.app[REGISTRIES].metrics
+    metrics = registries.metrics
     answer: Answer | None = None
+    in_flight[route.name] = busy + 1
     try:
         try:
             answer = await pipeline.handle(call)
@@ -193,6 +209,7 @@ async def _handle(
         response, record.outcome = await _write(request, call, answer, policy, pipeline)
         return response
     finally:
+        in_flight[route.name] -= 1
         for cleanup in call.cleanups:  # closes a live upstream stream at once
             cleanup()
         if answer is not None:
@@ -314,19 +331,58 @@ async def _read_body(request: web.Request, policy: PolicySet) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    if declared == 0:
+        return b""
+    content = request.content
+    if declared is not None and content.is_eof():  # arrived with the head: no timer needed
+        body = content.read_nowait()
+        if len(body) != declared:
+            raise InvalidRequest("the request body is shorter than its Content-Length")
+        return body
+    timeout = request.app[BODY_TIMEOUT]
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_rest(content, declared, limit)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive within {timeout:g}s of the request head"
+        ) from None
+
+
+async def _read_rest(content: StreamReader, declared: int | None, limit: int) -> bytes:
     if declared is not None:
         try:
-            return await request.content.readexactly(declared) if declared else b""
+            return await content.readexactly(declared)
         except asyncio.IncompleteReadError:
             raise InvalidRequest("the request body is shorter than its Content-Length") from None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
+    async for chunk in content.iter_any():
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def check_path(path: str, raw_path: str) -> None:
+    """Refuse a path that could leave its route's prefix upstream (a 400, before routing).
+
+    ``.``/``..`` segments, plain or percent-encoded, are resolved by the HTTP client
+    (or the upstream), so ``/v1/files/../../admin`` would reach ``/admin`` even though
+    it matched the ``/v1/files/`` prefix. Encoded slashes and backslashes are decoded
+    into separators by some servers, and control characters have no business in a path.
+    """
+    if "." not in path and "%" not in raw_path and "\\" not in path:
+        return  # the usual API path: nothing to look at
+    segments = path.split("/")
+    if "." in segments or ".." in segments:
+        raise InvalidRequest("the request path must not contain '.' or '..' segments")
+    raw = raw_path.split("?", 1)[0].lower()
+    if "%2f" in raw or "%5c" in raw or "\\" in path:
+        raise InvalidRequest("the request path must not contain encoded slashes or backslashes")
+    if not path.isprintable():
+        raise InvalidRequest("the request path must not contain control characters")
 
 
 def _parse(body: bytes, request: web.Request) -> dict[str, object] | None:

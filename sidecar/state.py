@@ -25,3 +25,4 @@ HOLDER: Final = web.AppKey("runtime_holder", RuntimeHolder)
 REGISTRIES: Final = web.AppKey("registries", Registries)
 LIFECYCLE: Final = web.AppKey("lifecycle", Lifecycle)
 ADMIN_APP: Final = web.AppKey("admin_app", web.Application)
+BODY_TIMEOUT: Final = web.AppKey("body_timeout", float)  # seconds to read a request body

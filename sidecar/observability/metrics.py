@@ -127,6 +127,12 @@ class Metrics:
             ["route", "upstream", "mode", "result"],
             registry=r,
         )
+        self.shed = Counter(
+            "sidecar_load_shed",
+            "Requests refused (503) because a route limit was reached, by limit.",
+            ["route", "limit"],
+            registry=r,
+        )
         self.client_cancellations = Counter(
             "sidecar_client_cancellations",
             "Requests whose client went away before the answer was complete.",

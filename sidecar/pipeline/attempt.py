@@ -64,6 +64,7 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
     first_byte = route.timeouts.first_byte
     idle = route.timeouts.idle
     base_url = upstream.url
+    sidecar_keys = bool(route.access.keys)  # the client's credential is the sidecar's key
 
     async def attempt(call: Call) -> Answer:
         deadline = call.deadline
@@ -74,7 +75,9 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
         call.attempts += 1
         sending = call.outgoing
         assert sending is not None  # the adapter stage sets it
-        headers = upstream_headers(call.headers, upstream, call.request_id, call.client_format)
+        headers = upstream_headers(
+            call.headers, upstream, call.request_id, call.client_format, sidecar_keys
+        )
         for name in sending.drop_headers:
             headers.popall(name, None)
         headers.extend(sending.add_headers)
@@ -148,7 +151,7 @@ def _finish(response: ClientResponse) -> None:
 
 
 def upstream_answer(response: ClientResponse, target: Target) -> Answer:
-    headers = client_headers(response.headers)
+    headers = client_headers(response.headers, target.upstream)
     return Answer(response.status, headers, target.upstream, target=target)
 
 

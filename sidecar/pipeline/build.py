@@ -16,8 +16,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from aiohttp import ClientSession
-
 from sidecar.cache.store import Caches
 from sidecar.observability.metrics import Metrics
 from sidecar.pipeline.access import make_access
@@ -43,6 +41,7 @@ from sidecar.resilience.retry import RetryPolicy
 from sidecar.shared.breakers import SharedBreakers
 from sidecar.shared.redis import SharedStore, SharedStores
 from sidecar.traffic.limiter import Limiter
+from sidecar.upstream import UpstreamPools
 
 
 @dataclass(slots=True)
@@ -70,6 +69,8 @@ class Registries:
         if self.shared is None:
             errors = self.metrics.state_errors
             self.shared = SharedStores(self.clock, lambda op: errors.labels(op).inc())
+
+    in_flight: dict[str, int] = field(default_factory=dict)  # requests being served, per route
 
     def budget(self, route: Route) -> RetryBudget:
         budget = self.budgets.get(route.name)
@@ -100,14 +101,13 @@ class Runtime:
 def make_pipeline(
     route: Route,
     registries: Registries,
-    session: ClientSession,
+    pools: UpstreamPools,
     shared: SharedStore | None = None,
 ) -> Pipeline:
     limiter = registries.limiter
     assert limiter is not None
     budget = registries.budget(route)
     policy = RetryPolicy(route.retry, budget, registries.rng)
-    deps = AttemptDeps(session)
     assert registries.shared_breakers is not None
     shared_breakers = (
         (shared, registries.shared_breakers, registries.clock) if shared is not None else None
@@ -132,7 +132,7 @@ def make_pipeline(
                 *([make_load(load, registries.clock)] if load is not None else []),
                 make_meter(registries.metrics, route.name, name),
             ],
-            make_attempt(route, target, deps),
+            make_attempt(route, target, AttemptDeps(pools.session_for(target.upstream))),
         )
         chains[id(target)] = chain
         if target.when == "always":
@@ -192,12 +192,12 @@ def _tier_step(
     return TierStep(balancer, candidates, registries.breakers, route.breaker, route.name)
 
 
-def make_runtime(policy: PolicySet, registries: Registries, session: ClientSession) -> Runtime:
+def make_runtime(policy: PolicySet, registries: Registries, pools: UpstreamPools) -> Runtime:
     assert registries.shared is not None
     shared = registries.shared.use(policy.state)
     return Runtime(
         policy,
-        {route.name: make_pipeline(route, registries, session, shared) for route in policy.routes},
+        {route.name: make_pipeline(route, registries, pools, shared) for route in policy.routes},
     )
 
 

@@ -27,6 +27,7 @@ from sidecar.policy.model import (
     Continuation,
     Hedge,
     Jitter,
+    Limits,
     Match,
     PolicySet,
     RateLimit,
@@ -247,6 +248,7 @@ def _route(
     translate = cast(Tree, tree.get("translate", {}))
     continuation = cast(Tree, tree.get("continuation", {}))
     access = cast(Tree, tree.get("access", {}))
+    shedding = cast(Tree, tree.get("limits", {}))
     return Route(
         name=cast(str, tree["name"]),
         match=_match(cast(Tree, tree["match"])),
@@ -275,6 +277,7 @@ def _route(
         cache=_cache(cast(Tree | None, tree.get("cache"))),
         tiers=tuple(tiers),
         hedge=hedge,
+        limits=Limits(max_in_flight=cast(int, shedding.get("max_in_flight", 1000))),
     )
 
 

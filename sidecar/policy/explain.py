@@ -76,6 +76,7 @@ def route_json(route: Route) -> JSON:
             "keys": [REDACTED for _ in route.access.keys],
             "localhost_only": route.access.localhost_only,
         },
+        "limits": {"max_in_flight": route.limits.max_in_flight},
     }
 
 
@@ -100,6 +101,10 @@ def explain(policy: PolicySet) -> str:
         if match.header:
             where += f", header {match.header[0]}: {match.header[1]}"
         lines.append(f"route {number} {route.name!r}: {where})")
+        lines.append(
+            f"  0. in flight  at most {route.limits.max_in_flight} at once "
+            "(503 + Retry-After beyond)"
+        )
         if route.access.keys or route.access.localhost_only:
             who = f"{len(route.access.keys)} client key(s)" if route.access.keys else "any key"
             local = ", loopback clients only" if route.access.localhost_only else ""

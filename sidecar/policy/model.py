@@ -211,6 +211,11 @@ class Access:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    max_in_flight: int = 1000  # requests of the route served at once, per process
+
+
+@dataclass(frozen=True, slots=True)
 class Continuation:
     enabled: bool = False
     target: Literal["next", "same"] = "next"
@@ -252,6 +257,7 @@ class Route:
     cache: Cache = Cache()
     tiers: tuple[Tier, ...] = ()  # fallback steps made of several deployments
     hedge: Hedge | None = None
+    limits: Limits = Limits()
 
     def steps(self) -> tuple[Target | Tier, ...]:
         """The regular fallback chain as steps: a single target, or a whole tier."""

@@ -106,6 +106,37 @@ def test_client_credentials_kept_without_upstream_auth() -> None:
     assert out["x-api-key"] == "client-key"
 
 
+def test_client_credentials_dropped_when_the_route_checks_sidecar_keys() -> None:
+    incoming = headers(("Authorization", "Bearer sidecar-key"), ("x-api-key", "sidecar-key"))
+    out = upstream_headers(incoming, OPEN, "rid", "openai", sidecar_keys=True)
+    assert "Authorization" not in out
+    assert "x-api-key" not in out
+
+
+def test_client_host_overrides_are_not_forwarded() -> None:
+    incoming = headers(
+        ("Host", "evil.example"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Original-URL", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
+        ("X-Forwarded-For", "10.0.0.1"),
+    )
+    out = upstream_headers(incoming, OPENAI, "rid")
+    assert set(out) == {"X-Forwarded-For", "Authorization", "x-request-id"}
+
+
+def test_client_headers_drop_echoed_credentials() -> None:
+    custom = Upstream("gw", "http://gw", "openai", Auth("X-Gateway-Token", Secret("gw-token")))
+    response = headers(
+        ("Authorization", "Bearer sk-policy"),
+        ("x-api-key", "ak"),
+        ("api-key", "az"),
+        ("X-Gateway-Token", "gw-token"),
+        ("Content-Type", "application/json"),
+    )
+    assert list(client_headers(response, custom).items()) == [("Content-Type", "application/json")]
+
+
 def test_request_id_is_always_set() -> None:
     incoming = headers(("X-Request-Id", "from-client"), ("x-request-id", "dupe"))
     out = upstream_headers(incoming, OPENAI, "rid-7")

@@ -13,6 +13,7 @@ from sidecar.policy.model import (
     Backoff,
     Breaker,
     Budget,
+    Limits,
     Match,
     PolicySet,
     Retry,
@@ -93,6 +94,30 @@ def test_built_in_defaults_have_the_documented_values() -> None:
         half_open_probes=1,
         key="upstream",
     )
+    assert Limits() == Limits(max_in_flight=1000)
+
+
+def test_max_in_flight_from_defaults_and_per_route(tmp_path: Path) -> None:
+    text = (
+        "defaults: {limits: {max_in_flight: 50}, fallback: [{upstream: openai}]}\n"
+        "routes:\n"
+        "  - {name: a, match: {path: /a}}\n"
+        "  - {name: b, match: {path: /b}, limits: {max_in_flight: 2}}\n"
+    )
+    a, b = load(tmp_path, one(text)).routes
+    assert a.limits == Limits(max_in_flight=50)
+    assert b.limits == Limits(max_in_flight=2)
+
+
+def test_max_in_flight_must_be_a_positive_count(tmp_path: Path) -> None:
+    text = (
+        "routes:\n"
+        "  - {name: a, match: {path: /a}, limits: {max_in_flight: 0}, "
+        "fallback: [{upstream: openai}]}\n"
+    )
+    (issue,) = errors(tmp_path, one(text))
+    assert "routes[0].limits.max_in_flight" in issue
+    assert "0 is not a request count from 1 to 1000000" in issue
 
 
 DEFAULTS = """\

@@ -159,6 +159,7 @@ def test_policy_json_routes_show_effective_values(policy: PolicySet) -> None:
         "translate": {"max_tokens": 4096, "unsupported": "error"},
         "continuation": {"enabled": False, "target": "next"},
         "access": {"keys": [], "localhost_only": False},
+        "limits": {"max_in_flight": 1000},
     }
     assert rest["match"] == {"prefix": "/v1/", "methods": "any", "model": None, "header": None}
     assert rest["timeouts"]["connect"] == "1s"

@@ -1,0 +1,483 @@
+"""Security properties, each named in docs/security.md: no client-chosen upstream host or path,
+credentials only from the policy, limits that keep one client from exhausting the sidecar.
+
+The upstream is a tiny recording server on loopback: it records the host, raw path and
+headers of every request that reaches it, and can hold requests to measure concurrency.
+Requests are written as raw bytes where the client's exact request line matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from sidecar.app import SidecarConfig, server_options
+from sidecar.app import create_app as create_sidecar
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+KEY_A = "sk-upstream-A-SECRET"
+KEY_B = "sk-upstream-B-SECRET"
+CLIENT_KEY = "client-SECRET-key"
+JSON = {"Content-Type": "application/json"}
+CHAT = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}'
+COMPLETION = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
+
+POLICY = """\
+version: 1
+upstreams:
+  a:
+    url: "{rec}/base"
+    format: openai
+    auth: {{header: Authorization, value: "Bearer {key_a}"}}
+    pool: {{max_connections: 2}}
+  b:
+    url: "{rec}/base"
+    format: openai
+    auth: {{header: x-upstream-token, value: "{key_b}"}}
+    pool: {{max_connections: 3}}
+  open: {{url: "{rec}/open", format: openai}}
+defaults:
+  retry: {{attempts: 1}}
+  timeouts: {{first_byte: 5s}}
+routes:
+  - {{name: files, match: {{prefix: /v1/files/}}, fallback: [{{upstream: a}}]}}
+  - name: keyed
+    match: {{path: /v1/keyed/chat/completions}}
+    access: {{keys: ["{client_key}"]}}
+    fallback: [{{upstream: open}}]
+  - {{name: only-b, match: {{path: /v1/b/chat/completions}}, fallback: [{{upstream: b}}]}}
+  - name: chat
+    match: {{path: /v1/chat/completions}}
+    fallback: [{{upstream: a}}, {{upstream: b}}]
+{extra}"""
+
+
+@dataclass
+class Seen:
+    host: str
+    raw_path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class Recorder:
+    """The upstream: records every request; *fail_auth* gets a 503; *hold* keeps requests open."""
+
+    seen: list[Seen] = field(default_factory=list)
+    fail_auth: set[str] = field(default_factory=set)
+    echo: bool = False
+    hold: asyncio.Event | None = None
+    active: dict[str, int] = field(default_factory=dict)
+    peak: dict[str, int] = field(default_factory=dict)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        self.seen.append(Seen(request.host, request.raw_path, headers))
+        who = headers.get("authorization") or headers.get("x-upstream-token") or "none"
+        self.active[who] = self.active.get(who, 0) + 1
+        self.peak[who] = max(self.peak.get(who, 0), self.active[who])
+        try:
+            if self.hold is not None:
+                await self.hold.wait()
+            if who in self.fail_auth:
+                return web.json_response({"error": {"message": "down"}}, status=503)
+            response = web.json_response(COMPLETION)
+            if self.echo:  # a debugging proxy that reflects the request's credentials
+                for name in ("authorization", "x-api-key", "x-upstream-token"):
+                    if name in headers:
+                        response.headers[name] = headers[name]
+            return response
+        finally:
+            self.active[who] -= 1
+
+
+@dataclass
+class Stack:
+    sidecar: TestServer
+    upstream: TestServer
+    recorder: Recorder
+    http: aiohttp.ClientSession
+
+    async def raw(self, head: bytes, body: bytes = CHAT) -> bytes:
+        """Send one request written byte for byte; return the whole response."""
+        reader, writer = await asyncio.open_connection(self.sidecar.host, self.sidecar.port)
+        try:
+            length = f"Content-Length: {len(body)}\r\n".encode()
+            writer.write(head + length + b"Connection: close\r\n\r\n" + body)
+            await writer.drain()
+            return await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def make_stack(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(extra: str = "", **config: object) -> Stack:
+        recorder = Recorder()
+        upstream_app = web.Application()
+        upstream_app.router.add_route("*", "/{tail:.*}", recorder.handle)
+        upstream = await aiohttp_server(upstream_app)
+        rec = str(upstream.make_url("")).rstrip("/")
+        (tmp_path / "p.yaml").write_text(
+            POLICY.format(rec=rec, key_a=KEY_A, key_b=KEY_B, client_key=CLIENT_KEY, extra=extra)
+        )
+        settings = SidecarConfig(
+            policies=tmp_path,
+            watch=False,
+            poll_interval=3600,
+            **config,  # type: ignore[arg-type]
+        )
+        sidecar = await aiohttp_server(create_sidecar(settings), **server_options(settings))
+        http = aiohttp.ClientSession()
+        sessions.append(http)
+        return Stack(sidecar, upstream, recorder, http)
+
+    yield start
+    for http in sessions:
+        await http.close()
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+# -- 1. no client-chosen upstream host or path ---------------------------------------------
+
+
+async def test_client_host_headers_never_choose_the_upstream(make_stack) -> None:
+    s = await make_stack()
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: evil.example\r\n"
+        b"X-Forwarded-Host: evil.example\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\n"
+        b"Forwarded: host=evil.example\r\nContent-Type: application/json\r\n"
+    )
+    assert status_of(await s.raw(head)) == 200
+    (seen,) = s.recorder.seen
+    assert seen.host == f"{s.upstream.host}:{s.upstream.port}"
+    assert seen.raw_path == "/base/v1/chat/completions"
+    for name in ("x-forwarded-host", "x-original-url", "x-rewrite-url"):
+        assert name not in seen.headers
+
+
+async def test_absolute_form_request_target_keeps_the_configured_upstream(make_stack) -> None:
+    s = await make_stack()
+    head = (
+        b"POST http://evil.example:9/v1/chat/completions?x=1 HTTP/1.1\r\nHost: evil.example\r\n"
+        b"Content-Type: application/json\r\n"
+    )
+    assert status_of(await s.raw(head)) == 200
+    (seen,) = s.recorder.seen
+    assert seen.host == f"{s.upstream.host}:{s.upstream.port}"
+    assert seen.raw_path == "/base/v1/chat/completions?x=1"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v1/files/../../admin",
+        "/v1/files/%2e%2e/%2e%2e/admin",
+        "/v1/files/%2E%2E/admin",
+        "/v1/files/./x",
+        "/v1/files/..%2f..%2fadmin",
+        "/v1/files/%2F%2Fevil.example",
+        "/v1/files/..%5cadmin",
+        "/v1/files/a%00b",
+    ],
+)
+async def test_path_tricks_cannot_leave_a_prefix_route(make_stack, target: str) -> None:
+    s = await make_stack()
+    head = f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+    response = await s.raw(head)
+    assert status_of(response) == 400, response
+    assert b'"invalid_request"' in response  # the OpenAI wire format, not a traceback
+    assert s.recorder.seen == []
+
+
+async def test_paths_under_a_prefix_route_go_only_below_it(make_stack) -> None:
+    s = await make_stack()
+    for target in ("/v1/files//evil.example/x", "/v1/files/@evil.example", "/v1/files/a%3Fb"):
+        head = f"POST {target}?q=%26 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        assert status_of(await s.raw(head.encode())) == 200
+        seen = s.recorder.seen.pop()
+        assert seen.host == f"{s.upstream.host}:{s.upstream.port}"
+        assert seen.raw_path == f"/base{target}?q=%26"  # byte for byte, below the upstream's path
+
+
+# -- 2. credentials only from the policy -------------------------------------------------
+
+
+async def test_each_upstream_gets_only_its_own_key(make_stack) -> None:
+    s = await make_stack()
+    s.recorder.fail_auth.add(f"Bearer {KEY_A}")  # a fails: the chat route falls over to b
+    client = {"Authorization": "Bearer sk-client-own", "x-api-key": "sk-client-own", **JSON}
+    async with s.http.post(
+        s.sidecar.make_url("/v1/chat/completions"), data=CHAT, headers=client
+    ) as response:
+        assert response.status == 200
+        assert response.headers["x-sidecar-upstream"] == "b"
+    to_a, to_b = s.recorder.seen
+    assert to_a.headers["authorization"] == f"Bearer {KEY_A}"
+    assert "x-upstream-token" not in to_a.headers
+    assert "x-api-key" not in to_a.headers
+    assert to_b.headers["x-upstream-token"] == KEY_B
+    assert "authorization" not in to_b.headers
+    assert "x-api-key" not in to_b.headers
+    assert "sk-client-own" not in repr(s.recorder.seen)
+
+
+async def test_the_sidecars_client_key_is_never_forwarded(make_stack) -> None:
+    s = await make_stack()
+    url = s.sidecar.make_url("/v1/keyed/chat/completions")
+    for header in ({"Authorization": f"Bearer {CLIENT_KEY}"}, {"x-api-key": CLIENT_KEY}):
+        async with s.http.post(url, data=CHAT, headers={**header, **JSON}) as response:
+            assert response.status == 200
+    assert len(s.recorder.seen) == 2
+    assert CLIENT_KEY not in repr(s.recorder.seen)
+
+
+async def test_upstream_echoes_of_credentials_do_not_reach_the_client(make_stack) -> None:
+    s = await make_stack()
+    s.recorder.echo = True
+    for path in ("/v1/chat/completions", "/v1/b/chat/completions"):
+        async with s.http.post(
+            s.sidecar.make_url(path), data=CHAT, headers={"x-api-key": "sk-client-own", **JSON}
+        ) as response:
+            assert response.status == 200
+            echoed = {k.lower(): v for k, v in response.headers.items()}
+        assert s.recorder.seen  # the upstream did echo something
+        for name in ("authorization", "x-api-key", "x-upstream-token"):
+            assert name not in echoed
+        assert KEY_A not in repr(echoed)
+        assert KEY_B not in repr(echoed)
+
+
+# -- 4. limits: heads, slow clients ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"X-Big: " + b"a" * 100_000 + b"\r\n",  # one huge header
+        b"".join(b"X-H%d: v\r\n" % i for i in range(200)),  # too many headers
+        b"Cookie: " + b"c" * 9000 + b"\r\n",  # just over the field limit
+    ],
+    ids=["huge", "many", "long"],
+)
+async def test_oversized_request_heads_get_400_and_the_sidecar_keeps_serving(
+    make_stack, head: bytes
+) -> None:
+    s = await make_stack()
+    response = await s.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + head)
+    assert status_of(response) == 400
+    assert s.recorder.seen == []
+    ok = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    assert status_of(await s.raw(ok)) == 200
+
+
+async def test_slow_request_head_is_cut_off(make_stack) -> None:
+    s = await make_stack(header_timeout=0.5)
+    reader, writer = await asyncio.open_connection(s.sidecar.host, s.sidecar.port)
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+    started = asyncio.get_running_loop().time()
+    try:
+        for _ in range(40):  # one header line every 100 ms, never finishing the head
+            await asyncio.sleep(0.1)
+            if reader.at_eof():
+                break
+            writer.write(b"X-Slow: 1\r\n")
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # closed without an answer
+    finally:
+        writer.close()
+    assert asyncio.get_running_loop().time() - started < 2
+    assert s.recorder.seen == []
+
+
+@pytest.mark.parametrize(
+    ("path", "chunked"),
+    [("/v1/chat/completions", False), ("/v1/chat/completions", True), ("/v1/messages", False)],
+)
+async def test_slow_request_body_gets_408_in_the_clients_format(
+    make_stack, path: str, chunked: bool
+) -> None:
+    s = await make_stack(body_timeout=0.5)
+    reader, writer = await asyncio.open_connection(s.sidecar.host, s.sidecar.port)
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 100000"
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+        + framing
+        + b"\r\n\r\n"
+    )
+    started = asyncio.get_running_loop().time()
+    try:
+        for _ in range(20):  # a few bytes every 100 ms: never done within the timeout
+            await asyncio.sleep(0.1)
+            if reader.at_eof() or reader._buffer:
+                break
+            writer.write(b'5\r\n{"a":\r\n' if chunked else b'{"a":')
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        response = head + await reader.readexactly(length)
+    finally:
+        writer.close()
+    assert asyncio.get_running_loop().time() - started < 2
+    assert status_of(response) == 408
+    assert b"connection: close" in head.lower()
+    body = response.split(b"\r\n\r\n", 1)[1]
+    if path == "/v1/messages":
+        assert b'"type":"error"' in body
+        assert b'"timeout_error"' in body
+    else:
+        assert b'"code":"request_timeout"' in body
+    assert s.recorder.seen == []
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():  # noqa: ASYNC110 - polls plain state; the per-test timeout bounds it
+        await asyncio.sleep(0.01)
+
+
+async def test_pool_max_connections_is_per_upstream(make_stack) -> None:
+    s = await make_stack()
+    s.recorder.hold = asyncio.Event()
+    a, b = f"Bearer {KEY_A}", KEY_B  # a: 2 connections, b: 3, one host and port
+    sends = [
+        *(s.http.post(s.sidecar.make_url("/v1/files/x"), data=CHAT, headers=JSON)
+          for _ in range(5)),
+        *(s.http.post(s.sidecar.make_url("/v1/b/chat/completions"), data=CHAT, headers=JSON)
+          for _ in range(5)),
+    ]  # fmt: skip
+    tasks = [asyncio.ensure_future(send) for send in sends]
+    await until(lambda: s.recorder.active.get(a) == 2 and s.recorder.active.get(b) == 3)
+    await asyncio.sleep(0.2)  # nothing more gets through while they are held
+    assert s.recorder.peak == {a: 2, b: 3}
+    s.recorder.hold.set()
+    for response in await asyncio.gather(*tasks):
+        assert response.status == 200
+        response.release()
+    assert len(s.recorder.seen) == 10
+
+
+LIMITED = """\
+  - name: limited
+    match: {path: /v1/limited/chat/completions}
+    limits: {max_in_flight: 2}
+    fallback: [{upstream: open}]
+  - name: messages
+    match: {path: /v1/messages}
+    limits: {max_in_flight: 1}
+    fallback: [{upstream: open}]
+"""
+MESSAGE = b'{"model": "claude-x", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]}'
+
+
+async def shed_count(s: Stack, route: str) -> float:
+    async with s.http.get(s.sidecar.make_url("/metrics")) as response:
+        text = await response.text()
+    line = f'sidecar_load_shed_total{{limit="max_in_flight",route="{route}"}} '
+    found = [row for row in text.splitlines() if row.startswith(line)]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
+async def test_max_in_flight_sheds_with_503_and_no_upstream_call(make_stack) -> None:
+    s = await make_stack(extra=LIMITED)
+    s.recorder.hold = asyncio.Event()
+    url = s.sidecar.make_url("/v1/limited/chat/completions")
+    held = [asyncio.ensure_future(s.http.post(url, data=CHAT, headers=JSON)) for _ in range(2)]
+    await until(lambda: len(s.recorder.seen) == 2)
+    async with s.http.post(url, data=CHAT, headers=JSON) as response:
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "1"
+        body = await response.json()
+    assert body["error"]["code"] == "route_overloaded"
+    assert "limited" in body["error"]["message"]
+    assert await shed_count(s, "limited") == 1
+    assert len(s.recorder.seen) == 2  # the refused request never went upstream
+    s.recorder.hold.set()
+    for response in await asyncio.gather(*held):
+        assert response.status == 200
+        response.release()
+    async with s.http.post(url, data=CHAT, headers=JSON) as response:
+        assert response.status == 200  # the slots were given back
+
+
+async def test_max_in_flight_answers_anthropic_clients_in_their_format(make_stack) -> None:
+    s = await make_stack(extra=LIMITED)
+    s.recorder.hold = asyncio.Event()
+    url = s.sidecar.make_url("/v1/messages")
+    held = asyncio.ensure_future(s.http.post(url, data=MESSAGE, headers=JSON))
+    await until(lambda: len(s.recorder.seen) == 1)
+    async with s.http.post(url, data=MESSAGE, headers=JSON) as response:
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "1"
+        body = await response.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "overloaded_error"
+    s.recorder.hold.set()
+    response = await held
+    assert response.status == 200
+    response.release()
+
+
+def test_the_cli_server_applies_the_head_limits_and_header_timeout(tmp_path: Path) -> None:
+    """The limits are wired into ``sidecar run`` itself (a real process, its own runner)."""
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\nupstreams:\n  m: {url: 'http://127.0.0.1:9', format: openai}\n"
+        "routes:\n  - {name: chat, match: {path: /v1/chat/completions}, "
+        "fallback: [{upstream: m}]}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "run", "--port", "0", "--admin-port", "0",
+         "--policies", str(tmp_path), "--no-watch", "--header-timeout", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        port = 0
+        while not port:
+            line = process.stdout.readline()
+            assert line, "the sidecar exited before listening"
+            if found := re.search(r"listening on http://[\d.]+:(\d+)", line):
+                port = int(found.group(1))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+            assert sock.recv(100).split(b" ")[1] == b"400"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+            started = time.monotonic()
+            assert sock.recv(100) == b""  # closed, unanswered
+            assert time.monotonic() - started < 3
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert sock.recv(100).split(b" ")[1] == b"200"  # and it still serves
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        assert process.stdout is not None
+        process.stdout.close()
