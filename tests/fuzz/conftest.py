@@ -90,17 +90,28 @@ class Stack:
             return int(stats["total"])
 
 
-async def start_sidecar(aiohttp_server: ServerFactory, directory: Path, policy: str) -> TestServer:
-    (directory / "policy.yaml").write_text(policy)
-    config = SidecarConfig(policies=directory, environ={}, watch=False, poll_interval=3600)
-    server: TestServer = await aiohttp_server(create_sidecar(config))
-    return server
+SidecarFactory = Callable[[str], Awaitable[TestServer]]
 
 
 @pytest.fixture
-async def body_stack(aiohttp_server: ServerFactory, tmp_path: Path) -> AsyncIterator[Stack]:
+def sidecar_for(aiohttp_server: ServerFactory, tmp_path: Path) -> SidecarFactory:
+    """Factory: ``await sidecar_for(policy_yaml)`` starts the real sidecar app on loopback."""
+
+    async def start(policy: str) -> TestServer:
+        (tmp_path / "policy.yaml").write_text(policy)
+        config = SidecarConfig(policies=tmp_path, environ={}, watch=False, poll_interval=3600)
+        server: TestServer = await aiohttp_server(create_sidecar(config))
+        return server
+
+    return start
+
+
+@pytest.fixture
+async def body_stack(
+    aiohttp_server: ServerFactory, sidecar_for: SidecarFactory
+) -> AsyncIterator[Stack]:
     mock = await aiohttp_server(create_mock(MockSettings(name="fuzz-mock")))
-    sidecar = await start_sidecar(aiohttp_server, tmp_path, BODY_POLICY.format(mock=url_of(mock)))
+    sidecar = await sidecar_for(BODY_POLICY.format(mock=url_of(mock)))
     async with aiohttp.ClientSession() as http:
         yield Stack(sidecar, mock, http)
 

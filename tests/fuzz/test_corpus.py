@@ -16,19 +16,23 @@ CORPUS = Path(__file__).parent / "corpus"
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 
 
-def cases(kind: str) -> list[Path]:
-    return sorted((CORPUS / kind).iterdir())
+def cases(kind: str) -> dict[str, bytes]:
+    """The corpus files of *kind*, read once at collection time."""
+    return {path.name: path.read_bytes() for path in sorted((CORPUS / kind).iterdir())}
+
+
+REQUESTS = cases("request")
 
 
 @pytest.mark.parametrize("fmt", sorted(PATHS))
-@pytest.mark.parametrize("case", cases("request"), ids=lambda path: path.name)
+@pytest.mark.parametrize("case", sorted(REQUESTS))
 async def test_request_corpus(
-    body_stack: Any, answer_check: Callable[[int, bytes, str], None], fmt: str, case: Path
+    body_stack: Any, answer_check: Callable[[int, bytes, str], None], fmt: str, case: str
 ) -> None:
     before = await body_stack.upstream_calls()
     headers = {"content-type": "application/json"}
     async with body_stack.http.post(
-        body_stack.url(PATHS[fmt]), data=case.read_bytes(), headers=headers
+        body_stack.url(PATHS[fmt]), data=REQUESTS[case], headers=headers
     ) as response:
         status, body = response.status, await response.read()
         from_upstream = "x-sidecar-upstream" in response.headers
