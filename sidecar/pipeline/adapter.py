@@ -64,7 +64,7 @@ def outgoing(call: Call, route: Route, target: Target, fmt: WireFormat) -> Outgo
         extra = (("anthropic-version", ANTHROPIC_VERSION),)
     else:
         drop = ("anthropic-version", "anthropic-beta")
-    return Outgoing(PATHS[fmt] + query, orjson.dumps(translated), True, extra, drop)
+    return Outgoing(PATHS[fmt] + query, encode(translated), True, extra, drop)
 
 
 def rewrite_model(call: Call, target: Target) -> bytes:
@@ -75,4 +75,14 @@ def rewrite_model(call: Call, target: Target) -> bytes:
     wanted = target.model_for(call.model)
     if wanted is None or wanted == call.model:
         return call.body
-    return orjson.dumps({**parsed, "model": wanted})
+    return encode({**parsed, "model": wanted})
+
+
+def encode(body: object) -> bytes:
+    """A request body re-encoded; one nested too deeply to write back is the client's 400."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:  # orjson writes at most 255 levels (it reads 1024)
+        raise InvalidRequest(
+            "the request body nests JSON too deeply to be rewritten for this target"
+        ) from None

@@ -23,6 +23,7 @@ from aiohttp import (
     ClientConnectorError,
     ClientPayloadError,
     ClientResponse,
+    ClientResponseError,
     ClientSession,
     ClientTimeout,
     ConnectionTimeoutError,
@@ -43,6 +44,7 @@ from sidecar.providers.streams import StreamTranslator, make_translator
 from sidecar.resilience.retry import Failure, parse_retry_after
 from sidecar.streaming.sse import SSEError, SSEParser
 
+CHAT_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/messages"})
 MAX_ERROR_BODY: Final = 64 * 1024
 MAX_BODY: Final = 64 * 1024 * 1024
 
@@ -102,7 +104,12 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
                     if answer.stream is None and answer.status < 400:
                         reading_body = True
                         answer.body = await _read_body(response, timer, deadline.clamp(idle))
-                        _check_json(answer, fmt, call.client_format if sending.translated else None)
+                        _check_json(
+                            answer,
+                            fmt,
+                            call.client_format if sending.translated else None,
+                            chat=_chat(call),
+                        )
                     else:
                         timer.reschedule(None)
             except ConnectionTimeoutError:
@@ -121,6 +128,9 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
         except (ClientPayloadError, ClientConnectionError, SSEError) as exc:
             _discard(response)
             raise AttemptFailed(Failure("reset", detail=type(exc).__name__)) from None
+        except ClientResponseError:  # not HTTP: a bad status line, header or chunk size
+            _discard(response)
+            raise AttemptFailed(Failure("status", 502, detail="invalid HTTP")) from None
         except TimeoutError:
             _discard(response)
             raise AttemptFailed(Failure("timeout", detail="idle")) from None
@@ -155,6 +165,12 @@ def upstream_answer(response: ClientResponse, target: Target) -> Answer:
     return Answer(response.status, headers, target.upstream, target=target)
 
 
+def _chat(call: Call) -> bool:
+    """Whether the request went to a chat endpoint (whose answers the sidecar can check)."""
+    sending = call.outgoing
+    return sending is not None and sending.path_qs.split("?", 1)[0] in CHAT_PATHS
+
+
 def include_usage(call: Call) -> bool:
     """Whether the client wants usage at the end of a stream (Anthropic clients always get it)."""
     if call.client_format == "anthropic":
@@ -168,6 +184,8 @@ async def _first_part(
 ) -> Answer:
     """Error bodies are read whole; streams are read up to their first token."""
     fmt = answer.upstream.format
+    if not 100 <= answer.status <= 599:
+        raise AttemptFailed(Failure("status", 502, detail=f"invalid status {answer.status}"))
     if answer.status >= 400:
         answer.body = await response.content.read(MAX_ERROR_BODY)
         failure = Failure(
@@ -185,6 +203,8 @@ async def _first_part(
         raise AttemptFailed(failure, answer)
     content_type = response.headers.get("content-type", "")
     if not content_type.startswith("text/event-stream"):
+        if call.stream and _chat(call):  # a streaming client cannot read a JSON answer
+            raise AttemptFailed(Failure("status", 502, detail="no event stream from upstream"))
         return answer
     parser = SSEParser()
     stream = Upstreaming(response.content, parser, translator, [])
@@ -245,23 +265,36 @@ async def _read_body(response: ClientResponse, timer: asyncio.Timeout, idle: flo
         timer.reschedule(loop.time() + idle)
 
 
-def _check_json(answer: Answer, upstream: WireFormat, client: WireFormat | None) -> None:
-    """A 2xx JSON answer must parse (else it is an upstream failure); translate it if asked."""
-    if "json" not in answer.headers.get("content-type", "json"):
+def _check_json(
+    answer: Answer, upstream: WireFormat, client: WireFormat | None, *, chat: bool
+) -> None:
+    """A 2xx JSON answer must parse (else it is an upstream failure); translate it if asked.
+
+    A chat answer must be a JSON object whatever its content type: an HTML login
+    page or a bare string in a 200 is a failure to fail over from, not an answer.
+    """
+    if not chat and "json" not in answer.headers.get("content-type", "json"):
         return
     try:
         parsed = orjson.loads(answer.body)
     except orjson.JSONDecodeError:
         raise AttemptFailed(Failure("status", 502, detail="invalid JSON from upstream")) from None
     if not isinstance(parsed, dict):
+        if chat:
+            raise AttemptFailed(Failure("status", 502, detail="chat answer is not a JSON object"))
         return
+    if chat:
+        answer.headers["content-type"] = "application/json"
     answer.usage = _usage(parsed)
     if client is None or client == upstream:
         return
-    if upstream == "anthropic":
-        answer.body = orjson.dumps(anthropic_message_to_openai(parsed))
-    else:
-        answer.body = orjson.dumps(openai_completion_to_anthropic(parsed))
+    try:
+        if upstream == "anthropic":
+            answer.body = orjson.dumps(anthropic_message_to_openai(parsed))
+        else:
+            answer.body = orjson.dumps(openai_completion_to_anthropic(parsed))
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255 levels)
+        raise AttemptFailed(Failure("status", 502, detail="upstream JSON too deep")) from None
 
 
 def _usage(body: dict[str, object]) -> tuple[int, int] | None:

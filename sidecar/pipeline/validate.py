@@ -1,7 +1,8 @@
 """Validation: fail fast, before any upstream call, in the client's wire format.
 
 JSON must parse (400). On chat endpoints: ``model`` a non-empty string,
-``messages`` a non-empty list of objects with a string ``role`` and a content,
+``messages`` a non-empty list of objects with a string ``role`` and a content
+(a string, a list of part objects, or null), ``tools`` a list of objects,
 ``temperature`` within 0..2, ``max_tokens`` a positive integer (required on
 ``/v1/messages``, as Anthropic requires it) — violations are 422. The prompt is
 estimated at one token per four characters of message text; over the route's
@@ -59,6 +60,12 @@ def check_chat(call: Call, max_prompt: int | None) -> int:
             )
         if "content" not in message and "tool_calls" not in message:
             raise SchemaViolation(f"messages[{index}] has no 'content'", param="messages")
+        content = message.get("content")
+        if not (content is None or isinstance(content, str) or _objects(content)):
+            raise SchemaViolation(
+                f"messages[{index}].content must be a string or a list of objects",
+                param="messages",
+            )
         characters += _text_length(message.get("content"))
     temperature = body.get("temperature")
     if temperature is not None and (
@@ -75,6 +82,9 @@ def check_chat(call: Call, max_prompt: int | None) -> int:
             raise SchemaViolation(f"'{key}' must be a positive integer", param=key)
     if call.client_format == "anthropic" and body.get("max_tokens") is None:
         raise SchemaViolation("'max_tokens' is required", param="max_tokens")
+    tools = body.get("tools")
+    if tools is not None and not _objects(tools):
+        raise SchemaViolation("'tools' must be a list of objects", param="tools")
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise SchemaViolation("'stream' must be a boolean", param="stream")
@@ -85,6 +95,11 @@ def check_chat(call: Call, max_prompt: int | None) -> int:
             param="messages",
         )
     return estimate
+
+
+def _objects(value: object) -> bool:
+    """Whether *value* is a list of JSON objects."""
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
 
 
 def _text_length(content: object) -> int:

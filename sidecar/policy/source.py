@@ -20,6 +20,14 @@ from sidecar.policy.errors import Issue, Path, PolicyError
 _REFERENCE: Final = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _BROKEN: Final = re.compile(r"\$\{(?![A-Za-z_][A-Za-z0-9_]*(?::-.*?)?\})")
 SUFFIXES: Final = (".yaml", ".yml")
+# Bounds on what one file may build: aliases can expand a small file exponentially
+# ("billion laughs"), and deep nesting exhausts the interpreter's recursion limit.
+MAX_VALUES: Final = 100_000
+MAX_DEPTH: Final = 64
+
+
+class _TooLarge(Exception):
+    """The document expands past MAX_VALUES values."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,8 @@ def parse(file: str, raw: bytes, environ: Mapping[str, str]) -> Document:
         raise PolicyError([Issue(file, line, column, (), message)]) from None
     try:
         node = loader.get_single_node()
+    except RecursionError:
+        raise PolicyError([Issue(file, 0, 0, (), "invalid YAML: nested too deeply")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -97,7 +107,11 @@ def parse(file: str, raw: bytes, environ: Mapping[str, str]) -> Document:
     if node is None:
         return Document(file, {}, {})
     builder = _Builder(file, environ)
-    data = builder.build(node, ())
+    try:
+        data = builder.build(node, ())
+    except _TooLarge:
+        message = f"the document expands to more than {MAX_VALUES} values (aliases?)"
+        raise PolicyError([Issue(file, 0, 0, (), message)]) from None
     if builder.issues:
         raise PolicyError(builder.issues)
     return Document(file, data, builder.marks)
@@ -113,9 +127,16 @@ class _Builder:
         self.issues: list[Issue] = []
         self._constructor = yaml.SafeLoader("")
         self._open: set[yaml.Node] = set()  # collections being built (recursive aliases)
+        self._values = 0
 
     def build(self, node: yaml.Node, path: Path) -> object:
         self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        self._values += 1
+        if self._values > MAX_VALUES:
+            raise _TooLarge
+        if len(path) > MAX_DEPTH:
+            self._issue(node, path, f"nested more than {MAX_DEPTH} levels deep")
+            return None
         if node in self._open:
             self._issue(node, path, "recursive alias")
             return None
