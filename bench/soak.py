@@ -391,6 +391,7 @@ class Soak:
     invalid_edits: int = 0
     sighups: int = 0
     samples: dict[str, dict[str, int]] = field(default_factory=dict)
+    series: list[int] = field(default_factory=list)  # RSS (kB) every tenth of the run
 
     @property
     def base(self) -> str:
@@ -551,10 +552,14 @@ async def _soak(
         middle = requests // 2
         started = time.monotonic()
 
+        tenth = max(1, requests // 10)
+
         def progress(index: int) -> None:
             if index == middle:
                 soak.samples["middle"] = _proc_figures(pid)
                 sighup.set()
+            if index % tenth == 0:
+                soak.series.append(_proc_figures(pid)["rss_kb"])
             if verbose and index % 1000 == 0:
                 print(f"  {index} requests sent", file=sys.stderr, flush=True)
 
@@ -641,6 +646,7 @@ def _report(
         "upstream_in_flight_after": sum(int(s["in_flight"]) for s in stats),
         "sidecar_client_cancellations": int(cancelled_metric),
         "process": soak.samples,
+        "rss_kb_every_tenth": soak.series,
         "asyncio_tasks": {"baseline": baseline["tasks"], "after": runtime["tasks"]},
         "in_flight_after": runtime["in_flight"],
         "policy_edits": {
@@ -651,6 +657,9 @@ def _report(
             "serving_hash": policy["hash"],
         },
         "secrets_found_in_outputs": leaked,
+        "sidecar_unexpected_errors": log.count(
+            '"level":"error","logger":"sidecar","msg":"unexpected'
+        ),
         "unclassified": {
             kind: count
             for kind, count in kinds.items()
@@ -671,6 +680,7 @@ def failures(report: dict[str, Any], fd_slack: int = 16, rss_slack_kb: int = 40_
         "upstream_in_flight_after",
         "in_flight_after",
         "secrets_found_in_outputs",
+        "sidecar_unexpected_errors",
     )
     for key in zero:
         if report[key]:

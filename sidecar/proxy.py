@@ -248,6 +248,23 @@ async def _write(
             await streaming.write_eof()
         answer.done("cancelled")
         return streaming, "shutdown_aborted"
+    except ConnectionError:  # the client went away mid-write (no cancellation came first)
+        request.app[REGISTRIES].metrics.client_cancellations.labels(call.route.name).inc()
+        answer.done("cancelled")
+        return streaming, "client_cancelled"
+    except Exception:
+        # A bug after the commit point: the headers are out, so the one place that turns
+        # errors into responses cannot answer. End the stream with an error event instead
+        # of leaving a truncated stream the client could take for complete.
+        log.exception("unexpected error relaying the stream of request %s", call.request_id)
+        message = f"internal error in the sidecar (request id {call.request_id})"
+        with contextlib.suppress(Exception):
+            await streaming.write(
+                stream_error(call.client_format, message, call.request_id, "internal_error")
+            )
+            await streaming.write_eof()
+        answer.done("failure")
+        return streaming, "stream_internal_error"
 
 
 async def _stream(

@@ -69,7 +69,12 @@ async def continue_answer(
             break
         modes = ("prefill", "restart") if target.upstream.prefill else ("restart",)
         for mode in modes:
-            derived = _derive(call, text if mode == "prefill" else None)
+            try:
+                derived = _derive(call, text if mode == "prefill" else None)
+            except orjson.JSONEncodeError:  # nested deeper than orjson writes (255 levels)
+                detail = "the request nests JSON too deeply to be sent again"
+                await sink.write(_incomplete(call, detail))
+                return Continued(False, detail=detail)
             try:
                 answer = await chain(derived)
             except NotRetryable as final:
