@@ -241,11 +241,7 @@ async def _write(
         # The shutdown grace ended: say so in the stream, end it cleanly, count it.
         request.app[REGISTRIES].metrics.shutdown_aborted.inc()
         message = "the sidecar shut down before the answer was complete"
-        with contextlib.suppress(Exception):
-            await streaming.write(
-                stream_error(call.client_format, message, call.request_id, "shutdown")
-            )
-            await streaming.write_eof()
+        await _end_with_error(streaming, call, message, "shutdown")
         answer.done("cancelled")
         return streaming, "shutdown_aborted"
     except ConnectionError:  # the client went away mid-write (no cancellation came first)
@@ -258,13 +254,18 @@ async def _write(
         # of leaving a truncated stream the client could take for complete.
         log.exception("unexpected error relaying the stream of request %s", call.request_id)
         message = f"internal error in the sidecar (request id {call.request_id})"
-        with contextlib.suppress(Exception):
-            await streaming.write(
-                stream_error(call.client_format, message, call.request_id, "internal_error")
-            )
-            await streaming.write_eof()
+        await _end_with_error(streaming, call, message, "internal_error")
         answer.done("failure")
         return streaming, "stream_internal_error"
+
+
+async def _end_with_error(
+    streaming: web.StreamResponse, call: Call, message: str, code: str
+) -> None:
+    """A committed stream's last words: one error event in the client's format, then EOF."""
+    with contextlib.suppress(Exception):
+        await streaming.write(stream_error(call.client_format, message, call.request_id, code))
+        await streaming.write_eof()
 
 
 async def _stream(

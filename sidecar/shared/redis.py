@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -71,26 +71,21 @@ class SharedStore:
         self, source: str, keys: Sequence[str], args: Sequence[str | int | float], op: str
     ) -> Any | None:
         """Run a Lua script; its result, or None when Redis is unavailable (use local state)."""
-        if not self.available and self._clock.now() < self._retry_at:
-            return None
-        try:
-            async with asyncio.timeout(self._timeout):
-                result = await self.script(source)(keys=list(keys), args=list(args))
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(op, exc)
-            return None
-        if not self.available:
-            self.available = True
-            log.warning({"event": "state_backend_resumed", "prefix": self.prefix})
-        return result
+        script = self.script(source)
+        return await self._bounded(op, lambda: script(keys=list(keys), args=list(args)))
 
     async def command(self, op: str, *args: str | int | float | bytes) -> Any | None:
         """One plain command (GET, SET ...); None when Redis is unavailable."""
+        execute = self._client.execute_command
+        return await self._bounded(op, lambda: execute(*args))  # type: ignore[no-untyped-call]
+
+    async def _bounded(self, op: str, call: Callable[[], Awaitable[Any]]) -> Any | None:
+        """*call* within the timeout; None (and degraded for a while) when it fails."""
         if not self.available and self._clock.now() < self._retry_at:
             return None
         try:
             async with asyncio.timeout(self._timeout):
-                result = await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+                result = await call()
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(op, exc)
             return None
