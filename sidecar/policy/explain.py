@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from sidecar.policy.model import REDACTED, Breaker, PolicySet, Retry, Route, Target, Upstream
+from sidecar.policy.model import (
+    REDACTED,
+    Breaker,
+    PolicySet,
+    RateLimit,
+    Retry,
+    Route,
+    StateBackend,
+    Target,
+    Upstream,
+)
 from sidecar.policy.units import format_duration as dur
 
 JSON = dict[str, object]
@@ -35,7 +45,32 @@ def upstream_json(upstream: Upstream) -> JSON:
         "connect_timeout": dur(upstream.connect_timeout),
         "pool": {"max_connections": upstream.max_connections},
         "capabilities": {"prefill": upstream.prefill, "tools": upstream.tools},
+        "rate_limit": _rate_limit_json(upstream.rate_limit),
     }
+
+
+def _rate_limit_json(limit: RateLimit | None) -> JSON | None:
+    if limit is None:
+        return None
+    return {
+        "requests_per_minute": limit.requests_per_minute,
+        "tokens_per_minute": limit.tokens_per_minute,
+        "burst": limit.burst,
+        "key": limit.key,
+    }
+
+
+def state_json(state: StateBackend) -> JSON:
+    return {
+        "backend": state.backend,
+        "url": _redis_url(state),
+        "prefix": state.prefix,
+        "timeout": dur(state.timeout),
+    }
+
+
+def _redis_url(state: StateBackend) -> str | None:
+    return redact_url(state.url.reveal()) if state.url is not None else None
 
 
 def route_json(route: Route) -> JSON:
@@ -77,6 +112,14 @@ def route_json(route: Route) -> JSON:
             "localhost_only": route.access.localhost_only,
         },
         "limits": {"max_in_flight": route.limits.max_in_flight},
+        "rate_limit": _rate_limit_json(route.rate_limit),
+        "cache": {
+            "enabled": route.cache.enabled,
+            "when": route.cache.when,
+            "ttl": dur(route.cache.ttl),
+            "max_entries": route.cache.max_entries,
+            "max_entry_size": route.cache.max_entry_size,
+        },
     }
 
 
@@ -86,12 +129,22 @@ def policy_json(policy: PolicySet) -> JSON:
         "files": list(policy.files),
         "upstreams": {name: upstream_json(up) for name, up in policy.upstreams.items()},
         "routes": [route_json(route) for route in policy.routes],
+        "state": state_json(policy.state),
     }
 
 
 def explain(policy: PolicySet) -> str:
     """Per route, the pipeline in execution order with every effective value."""
-    lines = [f"policy {policy.hash} from {', '.join(policy.files)}", ""]
+    lines = [f"policy {policy.hash} from {', '.join(policy.files)}"]
+    state = policy.state
+    if state.backend == "redis":
+        lines.append(
+            f"state: shared through Redis {_redis_url(state)} (prefix {state.prefix!r}, "
+            f"{dur(state.timeout)} per call; local state while it does not answer)"
+        )
+    else:
+        lines.append("state: in this process (memory)")
+    lines.append("")
     for number, route in enumerate(policy.routes, start=1):
         match = route.match
         methods = ",".join(sorted(match.methods)) if match.methods else "any method"
@@ -114,6 +167,14 @@ def explain(policy: PolicySet) -> str:
             f"  1. validate   body <= {route.validate.max_body} bytes"
             + (f", prompt <= {tokens} tokens (chars/4)" if tokens else "")
         )
+        if route.rate_limit is not None:
+            lines.append(f"  1. rate limit {_rate_limit_text(route.rate_limit)} (429 beyond)")
+        if route.cache.enabled:
+            cache = route.cache
+            lines.append(
+                f"  1. cache      {cache.when} requests, ttl {dur(cache.ttl)}, "
+                f"{cache.max_entries} entries of <= {cache.max_entry_size} bytes"
+            )
         lines.append(f"  2. deadline   {dur(route.deadline)} for the whole chain")
         lines.append(f"  3. fallback   {len(route.fallback)} target(s), in order:")
         tier_of = {id(target): tier for tier in route.tiers for target in tier.targets}
@@ -163,7 +224,22 @@ def _target_lines(route: Route, index: int, target: Target) -> list[str]:
         f"        auth       {up.auth.header}: {REDACTED}"
         if up.auth
         else "        auth       none (client's credentials pass through)",
+        *(
+            [f"        limit      {_rate_limit_text(up.rate_limit)} (skipped to the next beyond)"]
+            if up.rate_limit is not None
+            else []
+        ),
     ]
+
+
+def _rate_limit_text(limit: RateLimit) -> str:
+    parts = []
+    if limit.requests_per_minute is not None:
+        parts.append(f"{limit.requests_per_minute} requests/min")
+    if limit.tokens_per_minute is not None:
+        parts.append(f"{limit.tokens_per_minute} tokens/min")
+    text = ", ".join(parts) + f", burst {limit.burst:.0%}"
+    return text + (f", per {limit.key}" if limit.key != "route" else "")
 
 
 def _model_text(target: Target) -> str:

@@ -104,6 +104,7 @@ def test_policy_json_upstreams(policy: PolicySet) -> None:
             "connect_timeout": "2s",
             "pool": {"max_connections": 256},
             "capabilities": {"prefill": False, "tools": True},
+            "rate_limit": None,
         },
         "anthropic": {
             "url": f"https://proxy-user:{REDACTED}@anthropic.example.com:8443/base",
@@ -112,6 +113,7 @@ def test_policy_json_upstreams(policy: PolicySet) -> None:
             "connect_timeout": "750ms",
             "pool": {"max_connections": 256},
             "capabilities": {"prefill": True, "tools": True},
+            "rate_limit": None,
         },
     }
 
@@ -160,6 +162,14 @@ def test_policy_json_routes_show_effective_values(policy: PolicySet) -> None:
         "continuation": {"enabled": False, "target": "next"},
         "access": {"keys": [], "localhost_only": False},
         "limits": {"max_in_flight": 1000},
+        "rate_limit": None,
+        "cache": {
+            "enabled": False,
+            "when": "deterministic",
+            "ttl": "5m",
+            "max_entries": 1000,
+            "max_entry_size": 1048576,
+        },
     }
     assert rest["match"] == {"prefix": "/v1/", "methods": "any", "model": None, "header": None}
     assert rest["timeouts"]["connect"] == "1s"
@@ -321,3 +331,37 @@ def test_shipped_default_policy_is_valid() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok: policies — ")
     assert done.stderr == ""
+
+
+def test_rate_limits_cache_and_state_are_explained_with_the_redis_password_redacted(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\n"
+        "state: {backend: redis, url: 'redis://:s3cret-pass@redis:6379/0', prefix: app1}\n"
+        "upstreams:\n"
+        "  gpt: {url: 'https://api.example.com', format: openai,"
+        " rate_limit: {requests_per_minute: 500, tokens_per_minute: 90000}}\n"
+        "routes:\n"
+        "  - name: chat\n"
+        "    match: {path: /v1/chat/completions}\n"
+        "    rate_limit: {requests_per_minute: 60, key: client_key}\n"
+        "    cache: {ttl: 10m}\n"
+        "    fallback: [{upstream: gpt}]\n"
+    )
+    policy = load_policy(tmp_path, {})
+    text = explain(policy)
+    shown = json.dumps(policy_json(policy))
+    assert "s3cret-pass" not in text
+    assert "s3cret-pass" not in shown
+    assert "state: shared through Redis redis://:***redacted***@redis:6379/0" in text
+    assert "1. rate limit 60 requests/min, burst 100%, per client_key (429 beyond)" in text
+    assert "1. cache      deterministic requests, ttl 10m" in text
+    assert "limit      500 requests/min, 90000 tokens/min" in text
+    data = policy_json(policy)
+    assert data["state"] == {
+        "backend": "redis",
+        "url": "redis://:***redacted***@redis:6379/0",
+        "prefix": "app1",
+        "timeout": "50ms",
+    }
