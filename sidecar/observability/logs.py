@@ -16,6 +16,7 @@ import time
 from typing import BinaryIO, Final
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 from sidecar.resilience.breaker import BreakerEvent, BreakerOpened
 
@@ -148,6 +149,31 @@ def _flush_quietly(stream: BinaryIO) -> None:
         stream.flush()
 
 
+class QuietBadRequests(logging.Filter):
+    """aiohttp logs every malformed request (bad header, head too large, ...) at ERROR
+    with a traceback, before any handler runs. That is the client's fault, answered
+    with a 400, and a flood of such requests must not flood the log: one WARNING
+    line without traceback instead, naming the problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            # Only the problem's name: aiohttp's message quotes the offending bytes, which
+            # may hold a client's credential.
+            text = str(getattr(exc, "message", "") or exc)
+            message = text.splitlines()[0].split(":", 1)[0][:120] if text else ""
+            record.msg = {
+                "event": "bad_http_request",
+                "detail": f"{type(exc).__name__}: {message}",
+                "answered": getattr(exc, "code", 400),
+            }
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure(level: int = logging.INFO, fmt: str = "json") -> None:
     """Lines on stdout for everything the sidecar logs: ``json`` or ``text``."""
     fast = fmt == "json" and level <= logging.INFO
@@ -160,6 +186,9 @@ def configure(level: int = logging.INFO, fmt: str = "json") -> None:
     root.setLevel(level)
     logging.getLogger("watchfiles").setLevel(max(level, logging.WARNING))
     logging.getLogger("aiohttp.access").setLevel(max(level, logging.WARNING))
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, QuietBadRequests) for f in server_log.filters):
+        server_log.addFilter(QuietBadRequests())
     # Caller, thread and process lookups cost more than the line itself on the hot path.
     logging._srcfile = None  # the documented switch
     logging.logThreads = False
