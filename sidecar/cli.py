@@ -139,7 +139,7 @@ def tune_gc() -> None:
     long-lived objects each time. Cycles are still collected, just in bigger batches."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    gc.set_threshold(20_000, 10, 10)
 
 
 async def serve(config: SidecarConfig, reuse_port: bool = False) -> None:
