@@ -42,6 +42,7 @@ from sidecar.providers.responses import (
 )
 from sidecar.providers.streams import StreamTranslator, make_translator
 from sidecar.resilience.retry import Failure, parse_retry_after
+from sidecar.streaming.relay import UNTRANSLATABLE
 from sidecar.streaming.sse import SSEError, SSEParser
 
 CHAT_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/messages"})
@@ -206,6 +207,8 @@ async def _first_part(
         if call.stream and _chat(call):  # a streaming client cannot read a JSON answer
             raise AttemptFailed(Failure("status", 502, detail="no event stream from upstream"))
         return answer
+    if not call.stream and _chat(call):  # nor a JSON client an event stream
+        raise AttemptFailed(Failure("status", 502, detail="an event stream for a JSON request"))
     parser = SSEParser()
     stream = Upstreaming(response.content, parser, translator, [])
     answer.stream = stream
@@ -225,7 +228,11 @@ async def _first_part(
                     detail = "malformed event before the first token"
                     raise AttemptFailed(Failure("status", 502, detail=detail))
                 continue
-            stream.first.append(translator.event(event, seen))
+            try:
+                stream.first.append(translator.event(event, seen))
+            except UNTRANSLATABLE:  # valid JSON, but garbage where the translation looks
+                detail = "an event that cannot be translated"
+                raise AttemptFailed(Failure("status", 502, detail=detail)) from None
             stream.seen.append(seen)
             stream.delivered.add(seen)
             stream.finished = stream.finished or seen.finished

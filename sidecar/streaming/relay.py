@@ -30,6 +30,9 @@ from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.sse import SSEError, SSEParser
 
 log = logging.getLogger("sidecar.stream")
+# What translating a parsed-but-absurd event can raise (a string where a count belongs,
+# JSON nested deeper than orjson writes — JSONEncodeError is a TypeError, ...).
+UNTRANSLATABLE = (ValueError, TypeError, KeyError, AttributeError)
 RelayResult = Literal[
     "complete", "finalised", "cut", "stalled", "upstream_error", "truncated", "malformed"
 ]
@@ -128,7 +131,13 @@ async def relay(
                 outcome.result = "upstream_error"
                 outcome.detail = seen.error_message
                 return outcome
-            out += translate.event(event, seen)
+            try:
+                out += translate.event(event, seen)
+            except UNTRANSLATABLE:  # valid JSON, but garbage where the translation looks
+                if out:
+                    await sink.write(bytes(out))
+                detail = "the upstream sent an event that cannot be translated"
+                return await fail(sink, client, request_id, outcome, "malformed", detail)
             outcome.events += 1
             track.add(seen)
             if seen.terminator:

@@ -220,3 +220,28 @@ async def test_garbage_fails_over(
                 assert b"error" not in received, where
             else:
                 assert isinstance(json.loads(received), dict), where
+
+
+UNTRANSLATABLE_ANTHROPIC = sse(
+    b'event: message_start\ndata: {"type": "message_start", "message": {"id": "m",'
+    b' "model": "claude-sonnet-4-6", "usage": {"input_tokens": "lots"}}}\n\n'
+    b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0,'
+    b' "delta": {"type": "text_delta", "text": "Hi"}}\n\n'
+    b'event: message_stop\ndata: {"type": "message_stop"}\n\n'
+)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_event_that_cannot_be_translated_fails_over_before_the_commit_point(
+    garbage_stack: GarbageStack, answer_check: CheckAnswer, stream: bool
+) -> None:
+    # Valid JSON with a string where a token count belongs: translating it to the
+    # OpenAI client's format raised ValueError, which became a 500.
+    garbage_stack.bad.script = UNTRANSLATABLE_ANTHROPIC
+    url = garbage_stack.sidecar.make_url(PATHS["openai"])
+    sent = json.dumps(body("openai", True, stream))
+    headers = {"content-type": "application/json"}
+    async with garbage_stack.http.post(url, data=sent, headers=headers) as response:
+        received = await asyncio.wait_for(response.read(), 10)
+        answer_check(response.status, received, "openai")
+        assert response.status == 200, received[:300]

@@ -295,3 +295,31 @@ async def test_events_are_written_as_they_arrive(fmt: WireFormat) -> None:
     assert outcome.result == "complete"
     # One write per chunk that completed events; the comment-only chunk writes nothing.
     assert sink.writes == [parts["text"], parts["finish"], terminator(fmt)]
+
+
+async def test_malformed_events_break_the_stream_when_the_caller_can_finish_it() -> None:
+    parts = STREAMS["openai"]
+    upstream = parts["text"] + b"data: {not json\n\n" + parts["finish"] + terminator("openai")
+    sink = Sink()
+    outcome = await relay(
+        Source([upstream]), sink, SSEParser(), "openai", 5.0, "req-9", malformed_breaks=True,
+        emit_errors=False,
+    )  # fmt: skip
+    assert outcome.result == "malformed"
+    assert not outcome.ok
+    assert sink.body == parts["text"]  # what came before the break, and nothing after
+
+
+async def test_an_event_that_cannot_be_translated_ends_the_stream_with_one_error_event() -> None:
+    from sidecar.providers.streams import make_translator
+
+    garbage = an_event("message_delta", {"delta": {}, "usage": {"output_tokens": "lots"}})
+    sink = Sink()
+    outcome = await relay(
+        Source([STREAMS["anthropic"]["text"] + garbage]), sink, SSEParser(), "anthropic", 5.0,
+        "req-9", translator=make_translator("anthropic", "openai", "req-9", False),
+        client="openai",
+    )  # fmt: skip
+    assert outcome.result == "malformed"
+    assert sidecar_error("openai", sink)["code"] == "stream_malformed"
+    assert_not_both("openai", sink)
