@@ -9,6 +9,7 @@ other exception is a bug.
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -82,7 +83,7 @@ def mutate(tree: Any, path: tuple[Any, ...], action: str, value: Any, other: Any
     elif action == "replace":
         parent[last] = value
     elif action == "swap":
-        parent[last] = other
+        parent[last] = copy.deepcopy(other)  # a copy: a subtree put inside itself is a cycle
     elif action == "wrap":
         parent[last] = [parent[last]]
     return tree

@@ -29,6 +29,7 @@ EXPECTED = (
     "multi-provider.yaml",
     "production-fallback.yaml",
     "ollama-local.yaml",
+    "replicas-on-redis.yaml",
 )
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 _COMMENT = re.compile(r"(^|\s)#.*$")
@@ -301,3 +302,18 @@ def test_ollama_local_models_can_be_chosen(tmp_path: Path) -> None:
     ollama = _route(policy, CHAT, "gpt-4o").fallback[0]
     assert ollama.model_for("gpt-4o") == "qwen2.5:14b"
     assert ollama.model_for("gpt-4o-mini") == "qwen2.5:3b"
+
+
+def test_replicas_on_redis_shares_state_and_balances_a_tier(tmp_path: Path) -> None:
+    policy = _load(EXAMPLES / "replicas-on-redis.yaml", tmp_path)
+    assert policy.state.backend == "redis"
+    assert policy.state.prefix == "myapp"
+    (chat,) = policy.routes
+    assert chat.rate_limit is not None
+    assert chat.rate_limit.key == "header:x-tenant"
+    assert chat.cache.enabled
+    assert chat.cache.when == "deterministic"
+    assert chat.hedge is not None
+    assert [tier.strategy for tier in chat.tiers] == ["lowest_latency"]
+    assert [t.upstream.name for t in chat.tiers[0].targets] == ["openai-east", "openai-west"]
+    assert all(policy.upstreams[n].rate_limit for n in ("openai-east", "openai-west"))
