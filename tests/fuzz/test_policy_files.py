@@ -72,6 +72,7 @@ def paths(tree: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 
 def mutate(tree: Any, path: tuple[Any, ...], action: str, value: Any, other: Any) -> Any:
+    value = copy.deepcopy(value)  # st.just() hands out one object: never share it
     if not path:
         return value if action != "delete" else {}
     parent = tree
