@@ -348,9 +348,13 @@ def _start_sidecar(
 
 
 def _reap(process: subprocess.Popen[str]) -> None:
-    """Kill *process* if a test left it running, and close its output."""
+    """Kill *process* (and, if it leads a process group, its children) if a test left it
+    running, and close its output."""
     if process.poll() is None:
-        process.kill()
+        if os.getpgid(process.pid) == process.pid:  # started with start_new_session
+            os.killpg(process.pid, signal.SIGKILL)  # the --workers processes too
+        else:
+            process.kill()
     process.wait()
     assert process.stdout is not None
     process.stdout.close()
@@ -484,7 +488,7 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "sidecar", "run", "--workers", "2", "--port", str(port),
          "--admin-port", str(admin), "--policies", str(tmp_path), "--grace", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     try:
         assert process.stdout is not None
