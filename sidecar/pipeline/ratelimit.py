@@ -59,15 +59,17 @@ def make_route_limit(
     metrics: Metrics,
 ) -> Stage:
     key_of = _key_function(limit)
+    prefix = f"route:{route}:"
+    whole_route = prefix + "all" if limit.key == "route" else None  # built once, not per call
     counted = metrics.rate_limited.labels(route, "route")
 
     async def route_limit(call: Call, following: Handler) -> Answer:
-        name = f"route:{route}:{key_of(call)}"
+        name = whole_route or prefix + key_of(call)
         wait = await limiter.take(name, limit, call.prompt_estimate, shared)
         if wait > 0:
             counted.inc()
             raise RateLimited(
-                f"rate limit of route {route!r} reached ({_describe(limit)}); retry in {wait:.1f}s",
+                f"rate limit of route {route!r} reached ({limit.describe()}); retry in {wait:.1f}s",
                 wait,
             )
         answer = await following(call)
@@ -133,14 +135,3 @@ def _schedule(correction: Coroutine[Any, Any, None]) -> None:
     task = asyncio.get_running_loop().create_task(correction)
     _pending.add(task)
     task.add_done_callback(_pending.discard)
-
-
-def _describe(limit: RateLimit) -> str:
-    parts = []
-    if limit.requests_per_minute is not None:
-        parts.append(f"{limit.requests_per_minute} requests/minute")
-    if limit.tokens_per_minute is not None:
-        parts.append(f"{limit.tokens_per_minute} tokens/minute")
-    if limit.key != "route":
-        parts.append(f"per {limit.key}")
-    return ", ".join(parts)

@@ -168,7 +168,7 @@ def explain(policy: PolicySet) -> str:
             + (f", prompt <= {tokens} tokens (chars/4)" if tokens else "")
         )
         if route.rate_limit is not None:
-            lines.append(f"  1. rate limit {_rate_limit_text(route.rate_limit)} (429 beyond)")
+            lines.append(f"  1. rate limit {route.rate_limit.describe(burst=True)} (429 beyond)")
         if route.cache.enabled:
             cache = route.cache
             lines.append(
@@ -225,21 +225,14 @@ def _target_lines(route: Route, index: int, target: Target) -> list[str]:
         if up.auth
         else "        auth       none (client's credentials pass through)",
         *(
-            [f"        limit      {_rate_limit_text(up.rate_limit)} (skipped to the next beyond)"]
+            [
+                f"        limit      {up.rate_limit.describe(burst=True)} "
+                "(skipped to the next beyond)"
+            ]
             if up.rate_limit is not None
             else []
         ),
     ]
-
-
-def _rate_limit_text(limit: RateLimit) -> str:
-    parts = []
-    if limit.requests_per_minute is not None:
-        parts.append(f"{limit.requests_per_minute} requests/min")
-    if limit.tokens_per_minute is not None:
-        parts.append(f"{limit.tokens_per_minute} tokens/min")
-    text = ", ".join(parts) + f", burst {limit.burst:.0%}"
-    return text + (f", per {limit.key}" if limit.key != "route" else "")
 
 
 def _model_text(target: Target) -> str:

@@ -52,6 +52,19 @@ class RateLimit:
     burst: float = 1.0
     key: str = "route"
 
+    def describe(self, burst: bool = False) -> str:
+        """``60 requests/min, 9000 tokens/min[, burst 50%][, per client_key]``."""
+        parts = []
+        if self.requests_per_minute is not None:
+            parts.append(f"{self.requests_per_minute} requests/min")
+        if self.tokens_per_minute is not None:
+            parts.append(f"{self.tokens_per_minute} tokens/min")
+        if burst:
+            parts.append(f"burst {self.burst:.0%}")
+        if self.key != "route":
+            parts.append(f"per {self.key}")
+        return ", ".join(parts)
+
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
