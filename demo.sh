@@ -141,8 +141,8 @@ title "4. Circuit breaker: opens after 5 failures, skips the provider, recovers"
 say "OpenAI now fails every call (500). Each request tries it 3 times, then Anthropic answers."
 mock_script "$OPENAI_MOCK" '{"server_error": 1.0}'
 for i in 1 2; do read -r status _ < <(chat); show "request $i: HTTP $status from $(header x-sidecar-upstream)"; done
-state=$(admin_get /admin/breakers | json '{b["key"]: b["state"] for b in d["breakers"]}.get("chat:openai")')
-show "breaker chat:openai is $state"
+state=$(admin_get /admin/breakers | json '{b["key"]: b["state"] for b in d["breakers"]}.get("openai")')
+show "breaker openai is $state"
 check "the breaker opened after 5 consecutive failures" test "$state" = "open"
 curl -s -o /dev/null -X POST "$OPENAI_MOCK/stats/reset"
 for i in 3 4 5; do read -r status _ < <(chat); show "request $i: HTTP $status from $(header x-sidecar-upstream)"; done
@@ -150,12 +150,12 @@ calls=$(mock_calls "$OPENAI_MOCK")
 show "calls that reached OpenAI meanwhile: $calls"
 check "open breaker: OpenAI got no calls, Anthropic answered" test "$calls $(header x-sidecar-upstream)" = "0 anthropic"
 mock_clear "$OPENAI_MOCK"
-wait_s=$(admin_get /admin/breakers | json '{b["key"]: b for b in d["breakers"]}["chat:openai"]["half_open_in"] or 0')
+wait_s=$(admin_get /admin/breakers | json '{b["key"]: b for b in d["breakers"]}["openai"]["half_open_in"] or 0')
 say "OpenAI is healthy again; the breaker lets a probe through after open_for (${wait_s}s left)…"
 sleep "$("$PY" -c "print(max(0.0, float('$wait_s')) + 0.2)")"
 read -r status _ < <(chat)
-state=$(admin_get /admin/breakers | json '{b["key"]: b["state"] for b in d["breakers"]}.get("chat:openai")')
-show "probe: HTTP $status from $(header x-sidecar-upstream); breaker chat:openai is $state"
+state=$(admin_get /admin/breakers | json '{b["key"]: b["state"] for b in d["breakers"]}.get("openai")')
+show "probe: HTTP $status from $(header x-sidecar-upstream); breaker openai is $state"
 check "the half-open probe succeeded and closed the breaker" test "$(header x-sidecar-upstream) $state" = "openai closed"
 
 # 5 ----------------------------------------------------------------------------------------

@@ -1,15 +1,15 @@
-"""The proxy handler: route the request, run the route's pipeline, write the answer.
+"""The proxy handler: intake (path, body, route, the route's in-flight slot), then hand over.
 
 The runtime (policy + compiled pipelines) is read once when the request
-starts; a reload in the meantime does not touch this request. Writing the
-answer's headers is the commit point: before it, the pipeline may retry and
-fail over; after it, a failure becomes one final error event in the stream.
+starts; a reload in the meantime does not touch this request. The route's
+pipeline does the rest, down to writing the answer (its respond stage, the
+commit point). The request's scope is closed here, in a ``finally`` that spans
+the whole answer, so whatever a cancelled path still holds is released.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -32,14 +32,10 @@ from sidecar.errors import (
     error_response,
 )
 from sidecar.observability.logs import log_request
-from sidecar.pipeline.attempt import include_usage
-from sidecar.pipeline.build import Pipeline, Runtime
-from sidecar.pipeline.call import Answer, Call
-from sidecar.pipeline.continuation import continue_answer
+from sidecar.pipeline.build import Runtime
+from sidecar.pipeline.call import Call
 from sidecar.policy.model import PolicySet
-from sidecar.providers.formats import stream_error
 from sidecar.state import BODY_TIMEOUT, HOLDER, LIFECYCLE, REGISTRIES
-from sidecar.streaming.relay import relay
 
 log = logging.getLogger("sidecar")
 REQUEST_ID: Final = web.RequestKey("request_id", str)
@@ -110,7 +106,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             raise
         record.outcome = "shutdown_aborted"
         metrics.shutdown_aborted.inc()
-        if record.committed:
+        if record.call is not None and record.call.committed:
             raise  # the stream already got its final error event
         record.status = Draining.status
         aborted = Draining("the sidecar shut down before the answer was ready")
@@ -118,8 +114,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         lifecycle.untrack(task)
         elapsed = time.monotonic() - started
-        metrics.finished(record.route, record.outcome, record.status, elapsed)
         call = record.call
+        if call is not None and call.answer is not None:  # an answer was (being) written
+            record.status = record.status or call.answer.status
+            record.upstream = call.answer.upstream.name
+        metrics.finished(record.route, record.outcome, record.status, elapsed)
         if call is not None:
             log_request(
                 {
@@ -140,10 +139,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
 class _Record:
     """What the request turned out to be, for its log line and metrics."""
 
-    __slots__ = ("call", "committed", "outcome", "route", "status", "upstream")
+    __slots__ = ("call", "outcome", "route", "status", "upstream")
 
     def __init__(self) -> None:
-        self.committed = False
         self.route = "none"
         self.outcome = "error"
         self.status: int | None = None
@@ -154,7 +152,7 @@ class _Record:
 async def _handle(
     request: web.Request, runtime: Runtime, rid: str, started: float, record: _Record
 ) -> web.StreamResponse:
-    fmt = client_format(request)
+    """Intake: check the path, read and parse the body, pick the route, hand over."""
     policy = runtime.policy
     check_path(request.path, request.raw_path)
     body = await _read_body(request, policy)
@@ -186,162 +184,27 @@ async def _handle(
         method=request.method,
         path_qs=request.path_qs,
         headers=request.headers,
-        client_format=fmt,
+        client_format=client_format(request),
         route=route,
         body=body,
         parsed=parsed,
         model=model,
         stream=parsed is not None and parsed.get("stream") is True,
         remote=request.remote,
+        request=request,
+        lifecycle=request.app[LIFECYCLE],
+        started=started,
     )
     record.call = call
-    metrics = registries.metrics
-    answer: Answer | None = None
     in_flight[route.name] = busy + 1
-    try:
-        try:
-            answer = await pipeline.handle(call)
-        finally:
-            overhead = time.monotonic() - started - call.upstream_seconds - call.backoff_seconds
-            metrics.spent(route.name, max(0.0, overhead))
-        record.status, record.upstream = answer.status, answer.upstream.name
-        record.committed = answer.stream is not None
-        response, record.outcome = await _write(request, call, answer, policy, pipeline)
-        return response
+    try:  # the slot and everything the pipeline takes are held until the answer is over
+        await pipeline.handle(call)  # the respond stage has written the answer
+        record.outcome = call.outcome
+        assert call.response is not None
+        return call.response
     finally:
         in_flight[route.name] -= 1
-        for cleanup in call.cleanups:  # closes a live upstream stream at once
-            cleanup()
-        if answer is not None:
-            answer.done("cancelled")  # no-op when _write already reported the result
-
-
-async def _write(
-    request: web.Request, call: Call, answer: Answer, policy: PolicySet, pipeline: Pipeline
-) -> tuple[web.StreamResponse, str]:
-    """Send *answer* to the client; return the response and the request's outcome label."""
-    headers = answer.headers
-    headers["x-request-id"] = call.request_id
-    headers["x-sidecar-upstream"] = answer.upstream.name
-    headers["x-sidecar-attempts"] = str(call.attempts)
-    headers["x-sidecar-policy"] = policy.hash
-    stream = answer.stream
-    if stream is None:
-        response = web.Response(status=answer.status, body=answer.body)
-        response.headers.extend(headers)  # one copy, not two
-        answer.done("success")
-        return response, "success" if answer.status < 400 else "upstream_error"
-    streaming = web.StreamResponse(status=answer.status, headers=headers)
-    await streaming.prepare(request)  # the commit point
-    try:
-        return await _stream(request, call, answer, streaming, pipeline)
-    except asyncio.CancelledError:
-        if not request.app[LIFECYCLE].aborting:
-            raise  # the client went away
-        # The shutdown grace ended: say so in the stream, end it cleanly, count it.
-        request.app[REGISTRIES].metrics.shutdown_aborted.inc()
-        message = "the sidecar shut down before the answer was complete"
-        await _end_with_error(streaming, call, message, "shutdown")
-        answer.done("cancelled")
-        return streaming, "shutdown_aborted"
-    except ConnectionError:  # the client went away mid-write (no cancellation came first)
-        request.app[REGISTRIES].metrics.client_cancellations.labels(call.route.name).inc()
-        answer.done("cancelled")
-        return streaming, "client_cancelled"
-    except Exception:
-        # A bug after the commit point: the headers are out, so the one place that turns
-        # errors into responses cannot answer. End the stream with an error event instead
-        # of leaving a truncated stream the client could take for complete.
-        log.exception("unexpected error relaying the stream of request %s", call.request_id)
-        message = f"internal error in the sidecar (request id {call.request_id})"
-        await _end_with_error(streaming, call, message, "internal_error")
-        answer.done("failure")
-        return streaming, "stream_internal_error"
-
-
-async def _end_with_error(
-    streaming: web.StreamResponse, call: Call, message: str, code: str
-) -> None:
-    """A committed stream's last words: one error event in the client's format, then EOF."""
-    with contextlib.suppress(Exception):
-        await streaming.write(stream_error(call.client_format, message, call.request_id, code))
-        await streaming.write_eof()
-
-
-async def _stream(
-    request: web.Request,
-    call: Call,
-    answer: Answer,
-    streaming: web.StreamResponse,
-    pipeline: Pipeline,
-) -> tuple[web.StreamResponse, str]:
-    """Relay a committed stream (continuing it elsewhere if it breaks and the route says so)."""
-    metrics = request.app[REGISTRIES].metrics
-    stream = answer.stream
-    assert stream is not None
-    continuable = call.route.continuation.enabled and not stream.delivered.tool
-    first = stream.first[:-1] if stream.errored and continuable else stream.first
-    await streaming.write(b"".join(first))
-    if stream.terminated:
-        result, ok = "complete", True
-    elif stream.errored and not continuable:
-        result, ok = "upstream_error", False
-    else:
-        if stream.errored:
-            result, ok = "upstream_error", False
-        else:
-            outcome = await relay(
-                stream.content,  # type: ignore[arg-type]
-                streaming,
-                stream.parser,
-                answer.upstream.format,
-                call.route.timeouts.idle,
-                call.request_id,
-                finished=stream.finished,
-                translator=stream.translator,
-                client=call.client_format,
-                delivered=stream.delivered,
-                emit_errors=not continuable,
-                malformed_breaks=continuable,
-            )
-            result, ok = outcome.result, outcome.ok
-        if not ok and continuable:
-            answer.done("failure")  # the broken target's breaker counts it
-            if stream.delivered.tool:  # tool calls went out meanwhile: never spliced
-                message = f"the answer was interrupted after it started: {result}"
-                await streaming.write(
-                    stream_error(call.client_format, message, call.request_id, "stream_cut")
-                )
-            else:
-                continued = await continue_answer(
-                    call,
-                    pipeline.targets,
-                    answer.target,
-                    pipeline.budget,
-                    stream.delivered,
-                    streaming,
-                    include_usage(call),
-                )
-                call.continued = f"{continued.target}/{continued.mode}/{result}"
-                metrics.continuations.labels(
-                    call.route.name,
-                    continued.target or "none",
-                    continued.mode or "none",
-                    "ok" if continued.ok else "failed",
-                ).inc()
-                result, ok = ("continued", True) if continued.ok else ("incomplete", False)
-    await streaming.write_eof()
-    delivered = stream.delivered
-    if delivered.prompt_tokens is not None or delivered.completion_tokens is not None:
-        model = answer.target.model_for(call.model) if answer.target else call.model
-        metrics.count_tokens(
-            answer.upstream.name,
-            model,
-            delivered.prompt_tokens or 0,
-            delivered.completion_tokens or 0,
-        )
-    answer.done("success" if ok else "failure")
-    return streaming, "success" if ok and result != "continued" else f"stream_{result}"
+        call.scope.close("cancelled")  # whatever an abandoned path still holds
 
 
 async def _read_body(request: web.Request, policy: PolicySet) -> bytes:

@@ -6,8 +6,9 @@ events such as the role chunk or ``message_start`` are held back until the
 first content event); ``idle`` between body chunks. Each is clamped to what is
 left of the route's deadline. A 200 stream whose first event is an error is a
 failure like any other (peek before commit). Failed attempts close their
-upstream response at once; a streaming one is handed to the Call's cleanups,
-which the proxy runs when the client's answer is done (or the client left).
+upstream response at once; a streaming one is held in the request's scope and
+by the answer, and closed (or, read to its end, released to the pool) when the
+answer is over, whichever way it ends.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from aiohttp import (
 
 from sidecar.errors import SidecarError
 from sidecar.headers import client_headers, upstream_headers
-from sidecar.pipeline.call import Answer, AttemptFailed, Call, Handler, Upstreaming
+from sidecar.pipeline.call import Answer, AttemptFailed, Call, Completion, Handler, Upstreaming
 from sidecar.policy.model import Route, Target
 from sidecar.providers.formats import WireFormat, inspect
 from sidecar.providers.responses import (
@@ -141,7 +142,7 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
         if answer.stream is None:
             response.release()  # the body is read: the connection goes back to the pool
         else:
-            call.cleanups.append(partial(_finish, response))
+            answer.held.append(call.scope.hold(partial(_finish, response)))
         return answer
 
     return attempt
@@ -153,7 +154,7 @@ def _discard(response: ClientResponse | None) -> None:
         response.close()
 
 
-def _finish(response: ClientResponse) -> None:
+def _finish(response: ClientResponse, _: Completion) -> None:
     """After the relay: a fully read stream frees its connection for reuse, else it closes."""
     if response.content.at_eof():
         response.release()
@@ -223,11 +224,8 @@ async def _first_part(
             seen = inspect(fmt, event)
             if seen.error_status is not None and not begun:
                 raise AttemptFailed(Failure("status", seen.error_status, detail=seen.error_message))
-            if seen.malformed:
-                if call.route.continuation.enabled:  # it may have carried text: try again
-                    detail = "malformed event before the first token"
-                    raise AttemptFailed(Failure("status", 502, detail=detail))
-                continue
+            if seen.malformed:  # it may have carried text: never skipped, tried again
+                raise AttemptFailed(Failure("status", 502, detail="malformed event"))
             try:
                 stream.first.append(translator.event(event, seen))
             except UNTRANSLATABLE:  # valid JSON, but garbage where the translation looks

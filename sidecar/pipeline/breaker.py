@@ -4,6 +4,12 @@ Failures are connection errors, resets, timeouts and 5xx. Client cancellation
 and 4xx (429 included: the rate limit is the fallback's business) are not.
 A stream's result is recorded when the relay ends, not when it starts.
 
+A breaker belongs to an upstream — and to the model actually sent to it, with
+``breaker.key: upstream_model`` — whatever route the attempt came from, so every
+route learns at once that an upstream is down. ``breaker_key`` is the one
+function that names it. The permit is held in the request's scope from the
+moment it is granted, so a cancellation at any await releases it.
+
 With a shared state backend the decisions are the shared breaker's
 (``sidecar/shared/breakers.py``): the cached shared state is consulted first,
 Redis is asked only for a probe slot, and results are written by scripts; the
@@ -13,7 +19,6 @@ local breaker follows, and decides alone whenever Redis does not answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sidecar.pipeline.call import (
@@ -26,11 +31,24 @@ from sidecar.pipeline.call import (
     Stage,
 )
 from sidecar.policy.model import Breaker as BreakerPolicy
+from sidecar.policy.model import Target
 from sidecar.resilience.breaker import BreakerRegistry, CircuitBreaker, Permit, Result
 from sidecar.resilience.clock import Clock
 from sidecar.resilience.retry import Failure
 from sidecar.shared.breakers import SharedBreakers, decide, follow
 from sidecar.shared.redis import SharedStore
+
+
+def breaker_key(target: Target, policy: BreakerPolicy, model: str | None) -> str:
+    """The breaker of *target*'s upstream (and of the model sent to it, when per model).
+
+    *model* is the client's model; the key uses what the target actually sends
+    (after its ``model`` / ``model_map``).
+    """
+    name = target.upstream.name
+    if policy.key != "upstream_model":
+        return name
+    return f"{name}:{target.model_for(model) or model}"
 
 
 def counts_as_failure(failure: Failure) -> bool:
@@ -39,48 +57,49 @@ def counts_as_failure(failure: Failure) -> bool:
     return True
 
 
+def _result(answer: Answer) -> Result:
+    return "failure" if answer.status >= 500 else "success"
+
+
+def _settled(completion: Completion) -> Result:
+    return "ignored" if completion == "cancelled" else completion
+
+
 def make_breaker(
     registry: BreakerRegistry,
     policy: BreakerPolicy,
-    route: str,
-    upstream: str,
+    target: Target,
     shared: tuple[SharedStore, SharedBreakers, Clock] | None = None,
 ) -> Stage:
-    prefix = f"{route}:{upstream}"
-    per_model = policy.key == "upstream_model"
     if shared is not None and policy.enabled:
-        return _shared(registry, policy, prefix, per_model, *shared)
+        return _shared(registry, policy, target, *shared)
+    fixed = breaker_key(target, policy, None) if policy.key != "upstream_model" else None
 
     async def breaker(call: Call, following: Handler) -> Answer:
-        key = f"{prefix}:{call.model}" if per_model else prefix
+        key = fixed or breaker_key(target, policy, call.model)
         circuit = registry.get(key, policy)
         permit = circuit.acquire()
         if permit is None:
             raise BreakerRejected(key, circuit.retry_in())
+        held = call.scope.hold(lambda completion: circuit.record(permit, _settled(completion)))
         try:
             answer = await following(call)
         except AttemptFailed as failed:
-            circuit.record(permit, "failure" if counts_as_failure(failed.failure) else "ignored")
+            if held.take():
+                failure = counts_as_failure(failed.failure)
+                circuit.record(permit, "failure" if failure else "ignored")
             raise
-        except (asyncio.CancelledError, Exception):
-            circuit.record(permit, "ignored")
+        except BaseException:
+            held.release("cancelled")
             raise
         if answer.stream is None:
-            circuit.record(permit, "failure" if answer.status >= 500 else "success")
+            if held.take():
+                circuit.record(permit, _result(answer))
         else:
-            answer.on_done.append(_recorder(circuit.record, permit))
+            answer.held.append(held)
         return answer
 
     return breaker
-
-
-def _recorder(
-    record: Callable[[Permit, Result], None], permit: Permit
-) -> Callable[[Completion], None]:
-    def done(completion: Completion) -> None:
-        record(permit, "ignored" if completion == "cancelled" else completion)
-
-    return done
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +113,7 @@ class _Grant:
 def _shared(
     registry: BreakerRegistry,
     policy: BreakerPolicy,
-    prefix: str,
-    per_model: bool,
+    target: Target,
     store: SharedStore,
     views: SharedBreakers,
     clock: Clock,
@@ -162,26 +180,36 @@ def _shared(
         task.add_done_callback(pending.discard)
 
     async def breaker(call: Call, following: Handler) -> Answer:
-        key = f"{prefix}:{call.model}" if per_model else prefix
-        circuit = registry.get(key, policy)
-        grant = await admit(circuit)
+        circuit = registry.get(breaker_key(target, policy, call.model), policy)
+        # A grant the client left during is settled in the background (as "ignored").
+        admitting = asyncio.ensure_future(admit(circuit))
+        try:
+            grant = await asyncio.shield(admitting)
+        except asyncio.CancelledError:
+            admitting.add_done_callback(
+                lambda done: (
+                    None
+                    if done.cancelled() or done.exception() is not None
+                    else later(circuit, done.result(), "ignored")
+                )
+            )
+            raise
+        held = call.scope.hold(lambda completion: later(circuit, grant, _settled(completion)))
         try:
             answer = await following(call)
         except AttemptFailed as failed:
-            failure = counts_as_failure(failed.failure)
-            await settle(circuit, grant, "failure" if failure else "ignored")
+            if held.take():
+                failure = counts_as_failure(failed.failure)
+                await asyncio.shield(settle(circuit, grant, "failure" if failure else "ignored"))
             raise
-        except (asyncio.CancelledError, Exception):
-            later(circuit, grant, "ignored")
+        except BaseException:
+            held.release("cancelled")
             raise
         if answer.stream is None:
-            await settle(circuit, grant, "failure" if answer.status >= 500 else "success")
+            if held.take():
+                await asyncio.shield(settle(circuit, grant, _result(answer)))
         else:
-            answer.on_done.append(
-                lambda completion: later(
-                    circuit, grant, "ignored" if completion == "cancelled" else completion
-                )
-            )
+            answer.held.append(held)
         return answer
 
     return breaker

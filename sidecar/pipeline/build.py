@@ -1,6 +1,6 @@
 """Compiling a route into its pipeline, once per policy load (never per request).
 
-    [access ▶] validate ▶ [route limit ▶] [cache ▶] deadline ▶ fallback
+    respond ▶ [continuation ▶] [access ▶] validate ▶ [route limit ▶] [cache ▶] deadline ▶ fallback
         ─▶ for each target: adapter ▶ retry ▶ [upstream limit ▶] breaker ▶ [load ▶] meter ▶ attempt
 
 A tier's deployments each get their own chain (the ``load`` stage feeds their
@@ -24,14 +24,17 @@ from sidecar.pipeline.attempt import AttemptDeps, make_attempt
 from sidecar.pipeline.breaker import make_breaker
 from sidecar.pipeline.cache import make_cache
 from sidecar.pipeline.call import Answer, Call, Handler, fold
+from sidecar.pipeline.continuation import make_continuation
 from sidecar.pipeline.deadline import make_deadline
 from sidecar.pipeline.fallback import make_fallback
 from sidecar.pipeline.hedge import Hedging
 from sidecar.pipeline.meter import make_meter
 from sidecar.pipeline.ratelimit import make_route_limit, make_upstream_limit
+from sidecar.pipeline.respond import make_respond
 from sidecar.pipeline.retry import make_retry
 from sidecar.pipeline.tier import Candidate, TierStep, make_load
 from sidecar.pipeline.validate import make_validate
+from sidecar.policy.model import Breaker as BreakerPolicy
 from sidecar.policy.model import PolicySet, Route, Target, Tier
 from sidecar.resilience.balance import Balancer, BalanceRegistry
 from sidecar.resilience.breaker import BreakerRegistry
@@ -87,7 +90,6 @@ class Pipeline:
     route: Route
     handle: Handler
     budget: RetryBudget
-    targets: tuple[tuple[Target, Handler], ...]  # regular targets, for continuation
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,11 @@ def make_pipeline(
     registries: Registries,
     pools: UpstreamPools,
     shared: SharedStore | None = None,
+    policy_hash: str = "",
+    breakers: dict[str, BreakerPolicy] | None = None,
 ) -> Pipeline:
+    """*breakers*: each upstream's breaker settings (``breaker_policies``); default: the route's."""
+    breaker_of = breakers or {}
     limiter = registries.limiter
     assert limiter is not None
     budget = registries.budget(route)
@@ -128,7 +134,12 @@ def make_pipeline(
                     if target.upstream.rate_limit is not None
                     else []
                 ),
-                make_breaker(registries.breakers, route.breaker, route.name, name, shared_breakers),
+                make_breaker(
+                    registries.breakers,
+                    breaker_of.get(name, route.breaker),
+                    target,
+                    shared_breakers,
+                ),
                 *([make_load(load, registries.clock)] if load is not None else []),
                 make_meter(registries.metrics, route.name, name),
             ],
@@ -143,7 +154,7 @@ def make_pipeline(
     steps: list[Candidate | TierStep] = []
     for step in route.steps():
         if isinstance(step, Tier):
-            steps.append(_tier_step(route, step, chains, registries))
+            steps.append(_tier_step(route, step, chains, registries, breaker_of))
         else:
             steps.append((step.upstream.name, chains[id(step)]))
     hedging = None
@@ -163,8 +174,15 @@ def make_pipeline(
         if route.cache.enabled
         else []
     )
+    continuation = (
+        [make_continuation(route, tuple(regular), budget, registries.metrics)]
+        if route.continuation.enabled
+        else []
+    )
     handle = fold(
         [
+            make_respond(registries.metrics, policy_hash),
+            *continuation,
             *([access] if access is not None else []),
             make_validate(route),
             *route_limit,
@@ -174,11 +192,15 @@ def make_pipeline(
         ],
         _terminal,
     )
-    return Pipeline(route, handle, budget, tuple(regular))
+    return Pipeline(route, handle, budget)
 
 
 def _tier_step(
-    route: Route, tier: Tier, chains: dict[int, Handler], registries: Registries
+    route: Route,
+    tier: Tier,
+    chains: dict[int, Handler],
+    registries: Registries,
+    breakers: dict[str, BreakerPolicy],
 ) -> TierStep:
     balancer = Balancer(
         tier.strategy,
@@ -189,15 +211,33 @@ def _tier_step(
         registries.clock,
     )
     candidates = [(target.upstream.name, chains[id(target)]) for target in tier.targets]
-    return TierStep(balancer, candidates, registries.breakers, route.breaker, route.name)
+    settings = [(t, breakers.get(t.upstream.name, route.breaker)) for t in tier.targets]
+    return TierStep(balancer, candidates, registries.breakers, settings)
+
+
+def breaker_policies(policy: PolicySet) -> dict[str, BreakerPolicy]:
+    """Each upstream's breaker settings: those of the first route (in policy order) using it.
+
+    A breaker belongs to an upstream, not to a route, so routes sharing an upstream
+    share its breaker; one set of settings must drive it (docs/policy.md).
+    """
+    settings: dict[str, BreakerPolicy] = {}
+    for route in policy.routes:
+        for target in route.fallback:
+            settings.setdefault(target.upstream.name, route.breaker)
+    return settings
 
 
 def make_runtime(policy: PolicySet, registries: Registries, pools: UpstreamPools) -> Runtime:
     assert registries.shared is not None
     shared = registries.shared.use(policy.state)
+    breakers = breaker_policies(policy)
     return Runtime(
         policy,
-        {route.name: make_pipeline(route, registries, pools, shared) for route in policy.routes},
+        {
+            route.name: make_pipeline(route, registries, pools, shared, policy.hash, breakers)
+            for route in policy.routes
+        },
     )
 
 

@@ -141,7 +141,7 @@ def _record(
         elif cache.fits(len(body)):
             _schedule(cache.put(key, entry, shared))
 
-    answer.on_done.append(at_end)
+    answer.held.append(call.scope.hold(at_end))
 
 
 class _Recording:

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from sidecar.pipeline.scope import Completion, Held, Scope
 from sidecar.policy.model import Route, Target, Upstream
 from sidecar.providers.formats import Seen, WireFormat
 from sidecar.providers.streams import StreamTranslator
@@ -22,7 +23,13 @@ from sidecar.resilience.retry import Failure, MoveOnReason
 from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.sse import SSEParser
 
-Completion = Literal["success", "failure", "cancelled"]
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from sidecar.lifecycle import Lifecycle
+    from sidecar.streaming.relay import ByteSink
+
+__all__ = ["Completion", "Held", "Scope"]
 SkipReason = (
     MoveOnReason
     | Literal["breaker_open", "unsupported", "context_length", "rate_limited", "hedged"]
@@ -66,12 +73,17 @@ class Answer:
     target: Target | None = None
     usage: tuple[int, int] | None = None  # (prompt, completion) of a non-streaming answer
     stream: Upstreaming | None = None
-    on_done: list[Callable[[Completion], None]] = field(default_factory=list)
+    # What this answer still holds (permits, slots, its upstream response), released
+    # with the answer's result when it has been delivered; the request's Scope holds
+    # them too, so an answer that is never delivered still lets go of them.
+    held: list[Held] = field(default_factory=list)
+    continuer: Continuer | None = None  # finishes a broken stream (the continuation stage)
 
     def done(self, completion: Completion) -> None:
-        for callback in self.on_done:
-            callback(completion)
-        self.on_done.clear()
+        """The answer is over: release what it holds, innermost stage first."""
+        for held in self.held:
+            held.release(completion)
+        self.held.clear()
 
 
 @dataclass(slots=True)
@@ -91,7 +103,7 @@ class Call:
     deadline: Deadline | None = None
     remote: str | None = None  # the client's address
     attempts: int = 0
-    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run when answered
+    scope: Scope = field(default_factory=Scope)  # shared by derived calls (hedge, continuation)
     outgoing: Outgoing | None = None  # set per target by the adapter stage
     continued: str | None = None  # "target/mode/result" when a broken stream was continued
     upstream_seconds: float = 0.0  # time spent in upstream attempts (for the overhead metric)
@@ -99,9 +111,28 @@ class Call:
     fallbacks: list[tuple[str, SkipReason]] = field(default_factory=list)
     prompt_estimate: int = 0  # prompt tokens, characters/4 (set by validation)
     cache: str | None = None  # "hit" or "miss" when the route's cache took part
+    request: web.Request | None = None  # the client's request (the respond stage writes to it)
+    lifecycle: Lifecycle | None = None  # the server's (is a shutdown aborting requests?)
+    started: float = 0.0  # time.monotonic() when the request arrived
+    answer: Answer | None = None  # the answer being written (set by the respond stage)
+    response: web.StreamResponse | None = None  # set by the respond stage
+    outcome: str = "error"  # the request's outcome label, set by the respond stage
+    committed: bool = False  # the answer's headers went out (the commit point)
 
 
 Handler = Callable[[Call], Awaitable[Answer]]
+
+
+class Continued(Protocol):
+    ok: bool
+    target: str | None
+    mode: str | None
+
+
+class Continuer(Protocol):
+    """Finishes a committed stream that broke (*result*): writes the rest to *sink*."""
+
+    def __call__(self, call: Call, answer: Answer, sink: ByteSink) -> Awaitable[Continued]: ...
 
 
 class Stage(Protocol):

@@ -18,6 +18,11 @@ The client sees one stream in its own format: the continuation's opening
 events are dropped, its text is written by the sidecar (``ClientWriter``),
 and the ending (finish reason, usage for the whole answer, terminator) is
 written once, at the end. A stream that carried tool calls is never spliced.
+
+The continuation stage (outside the rest of the route's pipeline, inside the
+respond stage) gives each streamed answer a ``continuer``; the respond stage
+calls it when the relay breaks. The continuation's answer is held in the
+request's scope like any other, so a client that leaves mid-splice releases it.
 """
 
 from __future__ import annotations
@@ -29,15 +34,48 @@ import orjson
 from aiohttp import ClientConnectionError, ClientPayloadError
 
 from sidecar.errors import SidecarError
-from sidecar.pipeline.call import Answer, AttemptFailed, Call, Handler, TargetFailed
+from sidecar.observability.metrics import Metrics
+from sidecar.pipeline.attempt import include_usage
+from sidecar.pipeline.call import Answer, AttemptFailed, Call, Handler, Stage, TargetFailed
 from sidecar.pipeline.retry import NotRetryable
-from sidecar.policy.model import Target
+from sidecar.policy.model import Route, Target
 from sidecar.providers.formats import Seen, inspect, stream_error
 from sidecar.providers.streams import ClientWriter
 from sidecar.resilience.budget import RetryBudget
 from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.relay import ByteSink
 from sidecar.streaming.sse import SSEError
+
+
+def make_continuation(
+    route: Route,
+    targets: tuple[tuple[Target, Handler], ...],
+    budget: RetryBudget,
+    metrics: Metrics,
+) -> Stage:
+    """Give each streamed answer of the route a ``continuer`` for when it breaks."""
+
+    async def finish(call: Call, answer: Answer, sink: ByteSink) -> Continued:
+        stream = answer.stream
+        assert stream is not None
+        continued = await continue_answer(
+            call, targets, answer.target, budget, stream.delivered, sink, include_usage(call)
+        )
+        metrics.continuations.labels(
+            route.name,
+            continued.target or "none",
+            continued.mode or "none",
+            "ok" if continued.ok else "failed",
+        ).inc()
+        return continued
+
+    async def continuation(call: Call, following: Handler) -> Answer:
+        answer = await following(call)
+        if answer.stream is not None:
+            answer.continuer = finish
+        return answer
+
+    return continuation
 
 
 class Diverged(Exception):
@@ -87,7 +125,6 @@ async def continue_answer(
                 call.attempts += derived.attempts
                 break
             call.attempts += derived.attempts
-            call.cleanups.extend(derived.cleanups)
             if answer.stream is None:
                 answer.done("failure")
                 break
@@ -95,7 +132,11 @@ async def continue_answer(
             writer = ClientWriter(
                 call.client_format, call.request_id, model, include_usage, delivered.block
             )
-            result = await _splice(call, answer, mode, text, delivered, writer, sink)
+            try:
+                result = await _splice(call, answer, mode, text, delivered, writer, sink)
+            except BaseException:  # the client left during the splice
+                answer.done("cancelled")
+                raise
             answer.done("success" if result.ok else "failure")
             result.target, result.mode = target.upstream.name, mode
             return result
@@ -124,9 +165,8 @@ def _derive(call: Call, prefill: str | None) -> Call:
         parsed["messages"] = messages
     body = orjson.dumps(parsed)
     return replace(
-        call, body=body, parsed=parsed, stream=True, attempts=0, cleanups=[], fallbacks=[],
-        outgoing=None,
-    )  # fmt: skip
+        call, body=body, parsed=parsed, stream=True, attempts=0, fallbacks=[], outgoing=None
+    )
 
 
 async def _splice(

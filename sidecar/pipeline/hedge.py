@@ -4,9 +4,11 @@ The fallback stage hands ``Hedging.race`` a target and the one after it (the
 next deployment of the tier, else the next fallback step). The first target
 starts at once; if it has not answered (streams: first token) when the timer
 on the injected clock fires, and the retry budget grants a token, the second
-starts on a copy of the Call (its own adapter output, cleanups and counters,
-merged back afterwards). The first answer wins and the other is cancelled,
-which closes its upstream connection. A target that gives up leaves the race
+starts on a copy of the Call (its own adapter output and counters, merged back
+afterwards; the request's scope shared). The first answer wins and the other is
+cancelled and awaited, which closes its upstream connection and releases what
+it held — an answer that arrived too late included, and both when the client
+leaves mid-race. A target that gives up leaves the race
 to the other; when both give up the chain goes on after both (``HedgeFailed``).
 A failure that is never failed over (a 400 ...) from the first target ends the
 race at once; from the hedge it waits for the first target, as it would have
@@ -59,7 +61,8 @@ class Hedging:
         try:
             await asyncio.wait((primary, timer), return_when=asyncio.FIRST_COMPLETED)
         except BaseException:  # the client left
-            primary.cancel()
+            await _cancel(primary)
+            _release(primary)
             raise
         finally:
             timer.cancel()
@@ -73,7 +76,7 @@ class Hedging:
     async def _hedged(
         self, call: Call, primary: asyncio.Future[Answer], name: str, second: Candidate
     ) -> Answer:
-        fork = replace(call, cleanups=[], fallbacks=[], outgoing=None, upstream_seconds=0.0)
+        fork = replace(call, fallbacks=[], outgoing=None, upstream_seconds=0.0)
         fork.backoff_seconds = 0.0
         base = call.attempts
         hedge = asyncio.ensure_future(second[1](fork))
@@ -100,9 +103,8 @@ class Hedging:
         finally:
             await _cancel(primary, hedge)
             _merge(call, fork, base, won=result == "won")
-            late = result != "won" and hedge.done() and not hedge.cancelled()
-            if late and hedge.exception() is None:
-                hedge.result().done("cancelled")  # answered too late: release it
+            for task in (primary, hedge):  # an answer that came too late: release it now
+                _release(task, keep=answer)
             self._report(call, name, second[0], result)
         if answer is not None:
             if result == "won":
@@ -138,15 +140,19 @@ async def _cancel(*tasks: asyncio.Future[Answer]) -> None:
         await asyncio.wait(running)
 
 
+def _release(task: asyncio.Future[Answer], keep: Answer | None = None) -> None:
+    """A finished task's answer, unless it is *keep* (the one going to the client): let go."""
+    if task.done() and not task.cancelled() and task.exception() is None:
+        answer = task.result()
+        if answer is not keep:
+            answer.done("cancelled")
+
+
 def _merge(call: Call, fork: Call, base: int, *, won: bool) -> None:
-    """Bring the hedge's counters back; its live stream too when it won, else close it now."""
+    """Bring the hedge's counters back (and its adapter output, when it won)."""
     call.attempts += fork.attempts - base
     call.upstream_seconds += fork.upstream_seconds
     call.backoff_seconds += fork.backoff_seconds
     call.fallbacks.extend(fork.fallbacks)
     if won:
         call.outgoing = fork.outgoing
-        call.cleanups.extend(fork.cleanups)
-        return
-    for cleanup in fork.cleanups:
-        cleanup()

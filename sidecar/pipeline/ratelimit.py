@@ -128,7 +128,7 @@ def _correct(
             else:
                 _schedule(limiter.adjust(name, limit, used - estimate, shared))
 
-        answer.on_done.append(at_end)
+        answer.held.append(call.scope.hold(at_end))  # even when the client leaves mid-stream
 
 
 def _schedule(correction: Coroutine[Any, Any, None]) -> None:

@@ -8,11 +8,10 @@ and their latency for the ``least_in_flight`` and ``lowest_latency`` strategies.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
-from sidecar.pipeline.call import Answer, AttemptFailed, Call, Completion, Handler, Stage
+from sidecar.pipeline.breaker import breaker_key
+from sidecar.pipeline.call import Answer, AttemptFailed, Call, Handler, Stage
 from sidecar.policy.model import Breaker as BreakerPolicy
+from sidecar.policy.model import Target
 from sidecar.resilience.balance import Balancer, Load
 from sidecar.resilience.breaker import BreakerRegistry
 from sidecar.resilience.clock import Clock
@@ -23,28 +22,26 @@ Candidate = tuple[str, Handler]  # upstream name, the deployment's per-target ch
 class TierStep:
     """One fallback step made of several deployments, ordered per request."""
 
-    __slots__ = ("_balancer", "_breakers", "_candidates", "_keys", "_per_model")
+    __slots__ = ("_balancer", "_breakers", "_candidates", "_policies", "_targets")
 
     def __init__(
         self,
         balancer: Balancer,
         candidates: list[Candidate],
         breakers: BreakerRegistry,
-        breaker: BreakerPolicy,
-        route: str,
+        targets: list[tuple[Target, BreakerPolicy]],
     ) -> None:
         self._balancer = balancer
         self._candidates = candidates
         self._breakers = breakers
-        self._keys = [f"{route}:{name}" for name, _ in candidates]  # as the breaker stage's
-        self._per_model = breaker.key == "upstream_model"
+        self._targets = targets  # each deployment and its breaker settings, as the stage's
 
     def order(self, call: Call) -> list[Candidate]:
-        blocked = [self._open(key, call) for key in self._keys]
+        blocked = [self._open(target, policy, call) for target, policy in self._targets]
         return [self._candidates[index] for index in self._balancer.order(blocked)]
 
-    def _open(self, key: str, call: Call) -> bool:
-        breaker = self._breakers.find(f"{key}:{call.model}" if self._per_model else key)
+    def _open(self, target: Target, policy: BreakerPolicy, call: Call) -> bool:
+        breaker = self._breakers.find(breaker_key(target, policy, call.model))
         return breaker is not None and breaker.state == "open"
 
 
@@ -53,30 +50,24 @@ def make_load(load: Load, clock: Clock) -> Stage:
 
     async def measure(call: Call, following: Handler) -> Answer:
         load.started()
+        held = call.scope.hold(lambda _: load.finished())
         started = clock.now()
         try:
             answer = await following(call)
         except AttemptFailed as failed:
-            load.finished()
+            held.release("failure")
             status = failed.failure.status
             if status is None or status >= 500:  # a 4xx says nothing about the deployment
                 load.observe(clock.now() - started, clock.now(), failed=True)
             raise
-        except (asyncio.CancelledError, Exception):
-            load.finished()
+        except BaseException:
+            held.release("cancelled")
             raise
         load.observe(clock.now() - started, clock.now())
         if answer.stream is None:
-            load.finished()
+            held.release("success")
         else:
-            answer.on_done.append(_finisher(load))
+            answer.held.append(held)
         return answer
 
     return measure
-
-
-def _finisher(load: Load) -> Callable[[Completion], None]:
-    def done(completion: Completion) -> None:
-        load.finished()
-
-    return done

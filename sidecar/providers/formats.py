@@ -56,6 +56,7 @@ class Seen:
 
 MALFORMED: Final = Seen(malformed=True)
 PLAIN: Final = Seen()
+KEEPALIVE: Final = Seen()  # an event with no data: carries nothing, never relayed
 CONTENT: Final = Seen(content=True)
 _STOP_TO_FINISH: Final = {
     "end_turn": "stop",
@@ -73,6 +74,8 @@ def inspect(fmt: WireFormat, event: Event) -> Seen:
         return Seen(terminator=True)
     if fmt == "anthropic" and event.event in ("ping",):
         return PLAIN
+    if not event.data.strip():  # a keep-alive: an event with no data carries nothing
+        return KEEPALIVE
     try:
         parsed = orjson.loads(event.data)
     except orjson.JSONDecodeError:

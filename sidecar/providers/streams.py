@@ -13,7 +13,7 @@ from typing import Protocol
 
 import orjson
 
-from sidecar.providers.formats import Seen, WireFormat, stream_error, terminator
+from sidecar.providers.formats import KEEPALIVE, Seen, WireFormat, stream_error, terminator
 from sidecar.providers.responses import FINISH_TO_STOP, STOP_TO_FINISH
 from sidecar.streaming.sse import Event
 
@@ -35,7 +35,7 @@ class Passthrough:
         self._fmt = fmt
 
     def event(self, event: Event, seen: Seen) -> bytes:
-        return event.raw
+        return b"" if seen is KEEPALIVE else event.raw
 
     def finalise(self) -> bytes:
         return terminator(self._fmt)
@@ -75,6 +75,8 @@ class AnthropicToOpenAI:
         self._tools: dict[int, int] = {}  # content block index -> tool_calls index
 
     def event(self, event: Event, seen: Seen) -> bytes:
+        if seen is KEEPALIVE:
+            return b""
         if seen.error_status is not None:
             return stream_error("openai", seen.error_message, self._request_id, "upstream_error")
         if event.event == "ping":
@@ -172,6 +174,8 @@ class OpenAIToAnthropic:
         self._ended = False
 
     def event(self, event: Event, seen: Seen) -> bytes:
+        if seen is KEEPALIVE:
+            return b""
         if seen.error_status is not None:
             return stream_error("anthropic", seen.error_message, self._request_id, "upstream")
         if seen.terminator:

@@ -1,17 +1,18 @@
 """Relaying a committed stream to the client, event by event, with no buffering.
 
 After the commit point nothing is retried. Upstream events are forwarded as
-their original bytes; malformed ones are never forwarded (and are logged): they
-are skipped, or — when the caller can finish the answer elsewhere
-(continuation) — they break the stream there, since they may have carried text. The stream ends
-in exactly one of three ways:
+their original bytes. A malformed data event is never forwarded and never
+skipped: it may have carried part of the answer, so it breaks the stream there
+(the caller finishes the answer elsewhere, or the client gets the error event).
+Only events that carry nothing (comments, keep-alives) are dropped, by the
+parser. The stream ends in exactly one of three ways:
 
 * the upstream's terminator (``[DONE]`` / ``message_stop``) was relayed → success;
 * the upstream ended (cleanly, by a cut, or by going silent) after a finish
   reason but without a terminator → the client gets the terminator at once
   (success: the answer itself is complete);
 * anything else — connection cut, idle timeout, an error event, an end before
-  any finish reason — → one final error event in the client's format and no
+  any finish reason, a malformed event — → one final error event in the client's format and no
   terminator, so a truncated answer never looks complete.
 """
 
@@ -70,17 +71,13 @@ async def relay(
     client: WireFormat | None = None,
     delivered: Delivered | None = None,
     emit_errors: bool = True,
-    malformed_breaks: bool = False,
 ) -> RelayOutcome:
     """Forward events from *source* to *sink* until the stream ends one way or another.
 
     *fmt* is the upstream's format; *translator* turns its events into the *client*'s
     (by default both are the same and bytes pass untouched). *delivered* records what
     went out. With *emit_errors* off a failure writes nothing (not even the upstream's
-    error event): the caller may still finish the answer elsewhere. With
-    *malformed_breaks* a malformed event ends the relay as a failure ("malformed")
-    instead of being skipped: it may have carried part of the answer, and a caller
-    that can finish the answer elsewhere should rather do that than deliver a gap.
+    error event): the caller may still finish the answer elsewhere.
     """
     client = client or fmt
     translate = translator or Passthrough(fmt)
@@ -115,15 +112,13 @@ async def relay(
             if seen.malformed:
                 outcome.dropped += 1
                 log.warning(
-                    {"request_id": request_id, "event": "malformed_event_dropped",
+                    {"request_id": request_id, "event": "malformed_event",
                      "bytes": len(event.raw)}
                 )  # fmt: skip
-                if malformed_breaks:
-                    if out:
-                        await sink.write(bytes(out))
-                    detail = "the upstream sent an event that is not valid JSON"
-                    return await fail(sink, client, request_id, outcome, "malformed", detail)
-                continue
+                if out:
+                    await sink.write(bytes(out))
+                detail = "the upstream sent an event that is not valid JSON"
+                return await fail(sink, client, request_id, outcome, "malformed", detail)
             if seen.error_status is not None:
                 if emit_errors:
                     out += translate.event(event, seen)

@@ -265,10 +265,17 @@ async def test_a_malformed_event_before_the_first_token_is_retried_elsewhere(
     assert await stack.calls("plain") == 1
 
 
-async def test_without_continuation_a_malformed_event_is_dropped_and_the_stream_goes_on(
+async def test_without_continuation_a_malformed_event_ends_the_stream_with_an_error(
     stack: Stack,
 ) -> None:
-    await stack.script("primary", {"malformed_chunk": CUT})
-    text, _ = await sdk_text(stack, "off")
-    assert text == "".join(TOKENS[: CUT - 1] + TOKENS[CUT:])
+    # Skipping it would deliver a "complete" answer with a word missing and a normal
+    # [DONE]: a truncated success. It is a break: one error event, no terminator.
+    # (Paced, so the event comes after the commit point; before it, it is failed over.)
+    paced = {"malformed_chunk": CUT, "chunk_ms": 20}
+    await stack.script("primary", paced, paced)
+    raw = await stack.raw("off")
+    assert b"[DONE]" not in raw
+    assert b"stream_malformed" in raw.strip().split(b"\n\n")[-1]
     assert await stack.calls("plain") == 0
+    with pytest.raises(openai.APIError, match="not valid JSON"):
+        await sdk_text(stack, "off")  # the SDK raises rather than return a partial answer

@@ -190,7 +190,7 @@ async def test_metrics_after_the_seed_scenarios(make_stack) -> None:
     tokens = delta("sidecar_tokens_total", upstream="primary", model="gpt-4o", kind="completion")
     assert tokens == 3 * 38  # two plain answers and one stream with usage, 38 tokens each
     assert value(after, "sidecar_in_flight_requests") == 0
-    assert value(after, "sidecar_breaker_state", breaker="chat:primary") == 0
+    assert value(after, "sidecar_breaker_state", breaker="primary") == 0
     assert value(after, "sidecar_policy_reloads_total", result="loaded") == 1
     policy_hash = (await admin_json(s, "/admin/policy"))["hash"]
     assert value(after, "sidecar_policy_info", hash=policy_hash) == 1
@@ -202,8 +202,8 @@ async def test_breaker_metrics(make_stack) -> None:
     for _ in range(5):
         await s.client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     samples = await s.metrics()
-    assert value(samples, "sidecar_breaker_state", breaker="chat:primary") == 2
-    assert value(samples, "sidecar_breaker_transitions_total", breaker="chat:primary",
+    assert value(samples, "sidecar_breaker_state", breaker="primary") == 2
+    assert value(samples, "sidecar_breaker_transitions_total", breaker="primary",
                  state="open") == 1  # fmt: skip
     assert value(samples, "sidecar_fallbacks_total", route="chat", from_upstream="primary",
                  to_upstream="secondary", reason="retries_exhausted") == 5  # fmt: skip

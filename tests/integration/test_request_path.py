@@ -217,7 +217,7 @@ async def test_breaker_opens_skips_the_provider_and_recovers(stack: StackFactory
         _, headers = await chat(s)
         assert headers["x-sidecar-upstream"] == "secondary"
     breakers = await s.breakers()
-    assert breakers["chat:primary"]["state"] == "open"
+    assert breakers["primary"]["state"] == "open"
     async with s.http.post(s.primary.make_url("/stats/reset")):
         pass
     for _ in range(3):
@@ -229,7 +229,7 @@ async def test_breaker_opens_skips_the_provider_and_recovers(stack: StackFactory
     s.clock.advance(10.0)  # open_for elapses
     _, headers = await chat(s)
     assert headers["x-sidecar-upstream"] == "primary"  # the half-open probe succeeded
-    assert (await s.breakers())["chat:primary"]["state"] == "closed"
+    assert (await s.breakers())["primary"]["state"] == "closed"
 
 
 async def test_invalid_request_fails_fast_without_upstream_calls(stack: StackFactory) -> None:
@@ -431,12 +431,18 @@ async def test_stalled_stream_hits_the_idle_timeout(stack: StackFactory) -> None
     assert b"stream_stalled" in raw.strip().split(b"\n\n")[-1]
 
 
-async def test_malformed_chunk_is_dropped(stack: StackFactory) -> None:
+async def test_a_malformed_chunk_is_never_skipped(stack: StackFactory) -> None:
+    # Skipping it would deliver the answer with a word missing, as if complete.
     s = await stack()
+    # Before the commit point (it came in the same read as the first token): retried.
     await s.script(s.primary, {"script": [{"malformed_chunk": 2}]})
     text, _ = await stream_text(s)
-    tokens = split_tokens(DEFAULT_ANSWER)
-    assert text == "".join(tokens[:1] + tokens[2:])
+    assert text == DEFAULT_ANSWER
+    # After it (paced chunks): one error event, no terminator.
+    await s.script(s.primary, {"script": [{"malformed_chunk": 3, "chunk_ms": 20}]})
+    raw = await raw_stream(s)
+    assert b"[DONE]" not in raw
+    assert b"stream_malformed" in raw.strip().split(b"\n\n")[-1]
 
 
 async def test_missing_done_is_finalised_at_once(stack: StackFactory) -> None:
@@ -459,4 +465,4 @@ async def test_client_disconnect_closes_the_upstream_stream(stack: StackFactory)
         assert mock_stats.in_flight == 1
         response.close()  # the client goes away mid-stream
     await asyncio.wait_for(mock_stats.wait_idle(), 2.0)  # the mock saw the cancel
-    assert (await s.breakers())["chat:primary"]["failures"] == 0
+    assert (await s.breakers())["primary"]["failures"] == 0

@@ -209,7 +209,7 @@ async def test_a_breaker_opened_through_one_replica_rejects_on_the_other(
     assert body["error"]["code"] == "all_targets_unavailable"
     assert 25 <= int(headers["Retry-After"]) <= 30
     assert await calls(http, mock) == before  # B did not call the upstream
-    assert await metric(http, b, "sidecar_breaker_state", breaker="chat:mock") == 2
+    assert await metric(http, b, "sidecar_breaker_state", breaker="mock") == 2
     async with http.get(f"{b.admin}/admin/breakers") as response:
         (breaker,) = (await response.json())["breakers"]
     assert breaker["state"] == "open"

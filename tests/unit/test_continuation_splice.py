@@ -247,8 +247,9 @@ def test_derive_prefill_appends_the_delivered_text_without_trailing_space() -> N
     assert derived.parsed["stream"] is True
     assert derived.parsed["messages"] == [*MESSAGES, {"role": "assistant", "content": "Hello wor"}]
     assert json.loads(derived.body) == derived.parsed
-    assert (derived.attempts, derived.cleanups, derived.outgoing) == (0, [], None)
+    assert (derived.attempts, derived.outgoing) == (0, None)
     assert derived.deadline is call.deadline
+    assert derived.scope is call.scope  # what the continuation takes is the request's
     assert call.parsed is not None
     assert call.parsed["messages"] == MESSAGES  # the client's request is untouched
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.providers.formats import Seen, inspect, stream_error, terminator
+from sidecar.providers.formats import KEEPALIVE, Seen, inspect, stream_error, terminator
 from sidecar.streaming.sse import Event, SSEParser
 
 
@@ -98,7 +98,7 @@ def test_openai_error_without_details() -> None:
     assert seen.error_message == "upstream stream error"
 
 
-@pytest.mark.parametrize("data", ["{not json", "", "[1, 2]", '"text"', "42", "null"])
+@pytest.mark.parametrize("data", ["{not json", "[1, 2]", '"text"', "42", "null"])
 @pytest.mark.parametrize("fmt", ["openai", "anthropic"])
 def test_malformed(fmt: str, data: str) -> None:
     seen = inspect(
@@ -106,6 +106,14 @@ def test_malformed(fmt: str, data: str) -> None:
     )  # type: ignore[arg-type]
     assert seen.malformed
     assert not seen.substantive
+
+
+@pytest.mark.parametrize("data", ["", " ", "\n"])
+@pytest.mark.parametrize("fmt", ["openai", "anthropic"])
+def test_an_event_without_data_is_a_keepalive_not_a_malformed_event(fmt: str, data: str) -> None:
+    seen = inspect(fmt, Event(data, event="message"))  # type: ignore[arg-type]
+    assert seen is KEEPALIVE
+    assert not seen.malformed and not seen.substantive
 
 
 # -- Anthropic ------------------------------------------------------------------------------

@@ -144,18 +144,33 @@ async def test_nothing_after_the_terminator_is_relayed(fmt: WireFormat) -> None:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-async def test_malformed_events_are_dropped_and_counted(
+async def test_a_malformed_event_is_a_break_never_a_hole(
     fmt: WireFormat, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # It may have carried part of the answer: skipping it and relaying the rest with a
+    # normal terminator would be a truncated answer that looks complete.
     parts = STREAMS[fmt]
     bad = b"data: {not json\n\n" + b"data: [1,2]\n\n"
     upstream = parts["text"] + bad + parts["finish"] + terminator(fmt)
     with caplog.at_level(logging.WARNING, logger="sidecar.stream"):
         outcome, sink = await run(fmt, [upstream])
+    assert outcome.result == "malformed"
+    assert not outcome.ok
+    assert sink.body.startswith(parts["text"])
+    assert len(error_events(fmt, sink)) == 1
+    assert b"not valid JSON" in sink.body.strip().split(b"\n\n")[-1]
+    assert terminator(fmt) not in sink.body
+    assert len([r for r in caplog.records if "malformed_event" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_comments_and_keepalives_are_dropped(fmt: WireFormat) -> None:
+    parts = STREAMS[fmt]
+    nothing = b": keep-alive\n\n" + b"data:\n\n" + b"data: \n\n"
+    upstream = parts["text"] + nothing + parts["finish"] + terminator(fmt)
+    outcome, sink = await run(fmt, [upstream])
     assert outcome.result == "complete"
-    assert outcome.dropped == 2
     assert sink.body == parts["text"] + parts["finish"] + terminator(fmt)
-    assert len([r for r in caplog.records if "malformed_event_dropped" in r.getMessage()]) == 2
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -302,9 +317,8 @@ async def test_malformed_events_break_the_stream_when_the_caller_can_finish_it()
     upstream = parts["text"] + b"data: {not json\n\n" + parts["finish"] + terminator("openai")
     sink = Sink()
     outcome = await relay(
-        Source([upstream]), sink, SSEParser(), "openai", 5.0, "req-9", malformed_breaks=True,
-        emit_errors=False,
-    )  # fmt: skip
+        Source([upstream]), sink, SSEParser(), "openai", 5.0, "req-9", emit_errors=False
+    )
     assert outcome.result == "malformed"
     assert not outcome.ok
     assert sink.body == parts["text"]  # what came before the break, and nothing after
