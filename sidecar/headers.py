@@ -1,4 +1,5 @@
-"""Header hygiene: hop-by-hop headers stripped both ways, upstream auth set from the policy."""
+"""Header hygiene: hop-by-hop headers stripped both ways, upstream auth set from the policy,
+the client's credentials forwarded only where the policy opts in."""
 
 from __future__ import annotations
 
@@ -57,16 +58,19 @@ def upstream_headers(
     client_format: str | None = None,
     sidecar_keys: bool = False,
 ) -> CIMultiDict[str]:
-    """Headers for an upstream attempt: the client's, minus hop-by-hop and foreign credentials.
+    """Headers for an upstream attempt: the client's, minus hop-by-hop and credentials.
 
-    The client's own credentials reach an upstream only when the policy sets no
-    auth for it and it speaks the client's wire format: one provider's key is
-    never sent to another. With *sidecar_keys* (the route checks client keys of
-    its own) the client's credential is the sidecar's key and never goes out.
+    The client's credentials go out only to an upstream that opts in
+    (``client_auth: pass``) and speaks the client's wire format, and never when
+    the route checks keys of its own (*sidecar_keys*: the client's credential is
+    the sidecar's key). The policy's ``auth`` header is set last, so it wins.
     """
-    foreign = client_format is not None and client_format != upstream.format
-    strip = upstream.auth is not None or foreign or sidecar_keys
-    base = _REQUEST_DROP_WITH_CREDENTIALS if strip else _REQUEST_DROP
+    passes = (
+        upstream.client_auth == "pass"
+        and (client_format is None or client_format == upstream.format)
+        and not sidecar_keys
+    )
+    base = _REQUEST_DROP if passes else _REQUEST_DROP_WITH_CREDENTIALS
     drop = _with_connection_listed(base, incoming)
     out: CIMultiDict[str] = CIMultiDict(
         (key, value) for key, value in incoming.items() if key.lower() not in drop

@@ -24,6 +24,7 @@ from sidecar.policy.model import (
     BreakerKey,
     Budget,
     Cache,
+    ClientAuth,
     Continuation,
     Hedge,
     Jitter,
@@ -408,6 +409,7 @@ def _upstream(name: str, spec: Tree) -> Upstream:
         prefill=cast(bool, capabilities.get("prefill", False)),
         tools=cast(bool, capabilities.get("tools", True)),
         rate_limit=_rate_limit(cast(Tree | None, spec.get("rate_limit"))),
+        client_auth=cast(ClientAuth, spec.get("client_auth", "drop")),
     )
 
 

@@ -42,6 +42,7 @@ def upstream_json(upstream: Upstream) -> JSON:
         "url": redact_url(upstream.url),
         "format": upstream.format,
         "auth": {"header": upstream.auth.header, "value": REDACTED} if upstream.auth else None,
+        "client_auth": upstream.client_auth,
         "connect_timeout": dur(upstream.connect_timeout),
         "pool": {"max_connections": upstream.max_connections},
         "capabilities": {"prefill": upstream.prefill, "tools": upstream.tools},
@@ -221,9 +222,7 @@ def _target_lines(route: Route, index: int, target: Target) -> list[str]:
         f"        breaker    {_breaker_text(breaker)}",
         f"        timeouts   connect {dur(connect)}, first byte {dur(timeouts.first_byte)}, "
         f"idle {dur(timeouts.idle)}",
-        f"        auth       {up.auth.header}: {REDACTED}"
-        if up.auth
-        else "        auth       none (client's credentials pass through)",
+        f"        auth       {_auth_text(route, up)}",
         *(
             [
                 f"        limit      {up.rate_limit.describe(burst=True)} "
@@ -233,6 +232,15 @@ def _target_lines(route: Route, index: int, target: Target) -> list[str]:
             else []
         ),
     ]
+
+
+def _auth_text(route: Route, up: Upstream) -> str:
+    own = f"{up.auth.header}: {REDACTED}" if up.auth else "none"
+    if up.client_auth == "drop":
+        return f"{own}; client credentials dropped"
+    if route.access.keys:
+        return f"{own}; client credentials dropped (they hold the route's access keys)"
+    return f"{own}; client credentials passed (client_auth: pass, same wire format only)"
 
 
 def _model_text(target: Target) -> str:

@@ -14,6 +14,7 @@ from typing import Literal
 WireFormat = Literal["openai", "anthropic"]
 Jitter = Literal["full", "equal", "none"]
 BreakerKey = Literal["upstream", "upstream_model"]
+ClientAuth = Literal["drop", "pass"]  # the client's own credential headers, to this upstream
 RetryCondition = str | int  # "connect_error" | "reset" | "timeout" | HTTP status
 REDACTED = "***redacted***"
 
@@ -77,6 +78,7 @@ class Upstream:
     prefill: bool = False
     tools: bool = True
     rate_limit: RateLimit | None = None  # the provider's RPM/TPM: at the limit, skipped
+    client_auth: ClientAuth = "drop"
 
 
 @dataclass(frozen=True, slots=True)

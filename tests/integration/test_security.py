@@ -58,15 +58,18 @@ upstreams:
     auth: {{header: x-upstream-token, value: "{key_b}"}}
     pool: {{max_connections: 3}}
   open: {{url: "{rec}/open", format: openai}}
+  byok: {{url: "{rec}/byok", format: openai, client_auth: pass}}
+{upstreams}
 defaults:
   retry: {{attempts: 1}}
   timeouts: {{first_byte: 5s}}
 routes:
+{routes}
   - {{name: files, match: {{prefix: /v1/files/}}, fallback: [{{upstream: a}}]}}
   - name: keyed
     match: {{path: /v1/keyed/chat/completions}}
     access: {{keys: ["{client_key}"]}}
-    fallback: [{{upstream: open}}]
+    fallback: [{{upstream: byok}}]
   - {{name: only-b, match: {{path: /v1/b/chat/completions}}, fallback: [{{upstream: b}}]}}
   - name: chat
     match: {{path: /v1/chat/completions}}
@@ -139,14 +142,25 @@ async def make_stack(
 ) -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
     sessions: list[aiohttp.ClientSession] = []
 
-    async def start(extra: str = "", **config: object) -> Stack:
+    async def start(
+        extra: str = "", upstreams: str = "", routes: str = "", **config: object
+    ) -> Stack:
+        """*upstreams* are added to the policy's; *routes* go before its routes, *extra* after."""
         recorder = Recorder()
         upstream_app = web.Application()
         upstream_app.router.add_route("*", "/{tail:.*}", recorder.handle)
         upstream = await aiohttp_server(upstream_app)
         rec = str(upstream.make_url("")).rstrip("/")
         (tmp_path / "p.yaml").write_text(
-            POLICY.format(rec=rec, key_a=KEY_A, key_b=KEY_B, client_key=CLIENT_KEY, extra=extra)
+            POLICY.format(
+                rec=rec,
+                key_a=KEY_A,
+                key_b=KEY_B,
+                client_key=CLIENT_KEY,
+                upstreams=upstreams,
+                routes=routes,
+                extra=extra,
+            )
         )
         settings = SidecarConfig(
             policies=tmp_path,
@@ -252,7 +266,51 @@ async def test_each_upstream_gets_only_its_own_key(make_stack) -> None:
     assert "sk-client-own" not in repr(s.recorder.seen)
 
 
+CHAINS = """\
+  - name: drop-chain
+    match: {path: /v1/chat/completions, header: {name: x-chain, value: drop}}
+    fallback: [{upstream: flaky}, {upstream: open}]
+  - name: pass-chain
+    match: {path: /v1/chat/completions, header: {name: x-chain, value: pass}}
+    fallback: [{upstream: flaky}, {upstream: byok}]
+  - {name: messages, match: {path: /v1/messages}, fallback: [{upstream: byok}]}
+"""
+
+
+async def test_client_credentials_reach_only_an_upstream_that_opts_in(
+    make_stack, mock_server, openai_for
+) -> None:
+    flaky = await mock_server(name="flaky")  # the primary of both chains: a 500 every time
+    url = str(flaky.make_url("")).rstrip("/")
+    s = await make_stack(upstreams=f'  flaky: {{url: "{url}", format: openai}}', routes=CHAINS)
+    async with s.http.post(flaky.make_url("/config/failures"), json={"server_error": 1.0}) as r:
+        assert r.status == 200
+    client = openai_for(s.sidecar, api_key="sk-client-own")  # the SDK always sends its key
+    for chain, fallback in (("drop", "open"), ("pass", "byok")):
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-chain": chain},
+        )
+        assert raw.headers["x-sidecar-upstream"] == fallback
+    # An Anthropic client's key never reaches an OpenAI-format upstream, opted in or not.
+    anthropic = {"x-api-key": "sk-ant-client-own", "anthropic-version": "2023-06-01", **JSON}
+    body = {"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    url = s.sidecar.make_url("/v1/messages")
+    async with s.http.post(url, json=body, headers=anthropic) as response:
+        assert response.status == 200
+    to_open, to_byok, translated = s.recorder.seen
+    assert to_open.raw_path == "/open/v1/chat/completions"
+    assert "authorization" not in to_open.headers
+    assert "sk-client-own" not in repr(to_open)
+    assert to_byok.raw_path == "/byok/v1/chat/completions"
+    assert to_byok.headers["authorization"] == "Bearer sk-client-own"
+    assert translated.raw_path == "/byok/v1/chat/completions"
+    assert "sk-ant-client-own" not in repr(translated)
+
+
 async def test_the_sidecars_client_key_is_never_forwarded(make_stack) -> None:
+    # The keyed route's upstream opts in to client credentials: the sidecar's key still stays.
     s = await make_stack()
     url = s.sidecar.make_url("/v1/keyed/chat/completions")
     for header in ({"Authorization": f"Bearer {CLIENT_KEY}"}, {"x-api-key": CLIENT_KEY}):

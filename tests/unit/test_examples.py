@@ -249,6 +249,7 @@ def test_production_fallback_chain(tmp_path: Path) -> None:
     assert ollama.upstream.format == "openai"
     assert ollama.upstream.url == "http://127.0.0.1:11434"  # the default when OLLAMA_URL is unset
     assert ollama.upstream.auth is None
+    assert ollama.upstream.client_auth == "drop"  # the app's key stays with the app
     assert ollama.model_for("gpt-4o") == "llama3.1"
     assert chat.continuation.enabled
     assert chat.continuation.target == "next"
@@ -278,6 +279,9 @@ def test_production_fallback_urls_can_be_overridden(tmp_path: Path) -> None:
 def test_ollama_local_needs_no_key_and_falls_back_to_the_cloud(tmp_path: Path) -> None:
     policy = _load(EXAMPLES / "ollama-local.yaml", tmp_path, environ={})
     assert all(upstream.auth is None for upstream in policy.upstreams.values())
+    # The app's own OpenAI key goes to OpenAI only, never to Ollama.
+    assert policy.upstreams["openai"].client_auth == "pass"
+    assert policy.upstreams["ollama"].client_auth == "drop"
     assert policy.upstreams["ollama"].url == "http://127.0.0.1:11434"
     # A local model name stays on the laptop.
     local = _route(policy, CHAT, "llama3.1")

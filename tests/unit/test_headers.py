@@ -17,6 +17,13 @@ ANTHROPIC = Upstream(
     "anthropic", "https://api.anthropic.com", "anthropic", Auth("x-api-key", Secret("ak-policy"))
 )
 OPEN = Upstream("local", "http://localhost:8000", "openai")  # no auth in the policy
+PASS = Upstream("byok", "https://api.openai.com", "openai", client_auth="pass")  # opts in
+CLIENT_CREDENTIALS = (
+    ("Authorization", "Bearer sk-client"),
+    ("x-api-key", "client-key"),
+    ("api-key", "azure-key"),
+    ("x-goog-api-key", "goog"),
+)
 
 
 def headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
@@ -99,18 +106,41 @@ def test_upstream_auth_with_a_custom_header() -> None:
     assert "Authorization" not in out
 
 
-def test_client_credentials_kept_without_upstream_auth() -> None:
-    incoming = headers(("Authorization", "Bearer sk-client"), ("x-api-key", "client-key"))
-    out = upstream_headers(incoming, OPEN, "rid")
-    assert out["Authorization"] == "Bearer sk-client"
-    assert out["x-api-key"] == "client-key"
+def test_client_credentials_dropped_without_auth_by_default() -> None:
+    # An upstream without `auth` (vLLM, Ollama, a second OpenAI-compatible provider) does
+    # not get the key the app meant for another provider.
+    out = upstream_headers(headers(*CLIENT_CREDENTIALS, ("OpenAI-Beta", "v2")), OPEN, "rid")
+    assert dict(out) == {"OpenAI-Beta": "v2", "x-request-id": "rid"}
+    out = upstream_headers(headers(*CLIENT_CREDENTIALS), OPEN, "rid", "openai")
+    assert dict(out) == {"x-request-id": "rid"}
+
+
+def test_client_credentials_pass_to_an_upstream_that_opts_in() -> None:
+    out = upstream_headers(headers(*CLIENT_CREDENTIALS), PASS, "rid", "openai")
+    assert list(out.items()) == [*CLIENT_CREDENTIALS, ("x-request-id", "rid")]
+
+
+def test_an_opt_in_never_takes_a_key_of_the_other_wire_format() -> None:
+    out = upstream_headers(headers(*CLIENT_CREDENTIALS), PASS, "rid", "anthropic")
+    assert dict(out) == {"x-request-id": "rid"}
+
+
+def test_an_opt_in_with_auth_keeps_the_policys_header() -> None:
+    # A gateway that takes its own token and forwards the app's provider key.
+    gateway = Upstream(
+        "gw", "http://gw", "openai", Auth("X-Gateway-Token", Secret("gw")), client_auth="pass"
+    )
+    incoming = headers(("Authorization", "Bearer sk-client"), ("x-gateway-token", "forged"))
+    out = upstream_headers(incoming, gateway, "rid", "openai")
+    assert out.getall("x-gateway-token") == ["gw"]
+    assert out.getall("authorization") == ["Bearer sk-client"]
 
 
 def test_client_credentials_dropped_when_the_route_checks_sidecar_keys() -> None:
     incoming = headers(("Authorization", "Bearer sidecar-key"), ("x-api-key", "sidecar-key"))
-    out = upstream_headers(incoming, OPEN, "rid", "openai", sidecar_keys=True)
-    assert "Authorization" not in out
-    assert "x-api-key" not in out
+    for upstream in (OPEN, PASS):  # even to an upstream that opts in
+        out = upstream_headers(incoming, upstream, "rid", "openai", sidecar_keys=True)
+        assert dict(out) == {"x-request-id": "rid"}
 
 
 def test_client_host_overrides_are_not_forwarded() -> None:

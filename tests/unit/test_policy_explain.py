@@ -30,6 +30,7 @@ upstreams:
     format: anthropic
     connect_timeout: 750ms
     capabilities: {{prefill: true}}
+    client_auth: pass
 defaults:
   deadline: 30s
   timeouts: {{first_byte: 10s}}
@@ -101,6 +102,7 @@ def test_policy_json_upstreams(policy: PolicySet) -> None:
             "url": "https://api.example.com",
             "format": "openai",
             "auth": {"header": "Authorization", "value": REDACTED},
+            "client_auth": "drop",
             "connect_timeout": "2s",
             "pool": {"max_connections": 256},
             "capabilities": {"prefill": False, "tools": True},
@@ -110,6 +112,7 @@ def test_policy_json_upstreams(policy: PolicySet) -> None:
             "url": f"https://proxy-user:{REDACTED}@anthropic.example.com:8443/base",
             "format": "anthropic",
             "auth": None,
+            "client_auth": "pass",
             "connect_timeout": "750ms",
             "pool": {"max_connections": 256},
             "capabilities": {"prefill": True, "tools": True},
@@ -221,13 +224,33 @@ def test_explain_shows_each_route_pipeline_with_effective_values(policy: PolicyS
     # connect falls back to each upstream's own connect_timeout.
     assert "        timeouts   connect 2s, first byte 10s, idle 30s" in lines
     assert "        timeouts   connect 750ms, first byte 10s, idle 30s" in lines
-    assert "        auth       none (client's credentials pass through)" in lines
+    assert f"        auth       Authorization: {REDACTED}; client credentials dropped" in lines
+    assert (
+        "        auth       none; client credentials passed (client_auth: pass, same wire format "
+        "only)"
+    ) in lines
     assert "route 2 'rest': prefix /v1/ (any method)" in lines
     assert "     1) openai (openai, https://api.example.com), model → gpt-4o" in lines
     assert "                   Retry-After ignored" in lines
     assert "        breaker    off" in lines
     assert "        timeouts   connect 1s, first byte 10s, idle 30s" in lines
     assert text.endswith("No route matches → 404 in the client's wire format, no upstream call.")
+
+
+def test_explain_says_access_keys_keep_client_credentials_back(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\n"
+        "upstreams: {byok: {url: http://b, format: openai, client_auth: pass}}\n"
+        "routes:\n"
+        "  - name: keyed\n"
+        "    match: {path: /v1/chat/completions}\n"
+        "    access: {keys: [sidecar-key-123]}\n"
+        "    fallback: [{upstream: byok}]\n"
+    )
+    lines = explain(load_policy(tmp_path, {})).splitlines()
+    assert (
+        "        auth       none; client credentials dropped (they hold the route's access keys)"
+    ) in lines
 
 
 # --- the CLI --------------------------------------------------------------------------

@@ -45,6 +45,7 @@ upstreams:
   backup:
     url: http://user:pw@127.0.0.1:8002/base
     format: anthropic
+    client_auth: pass
 defaults:
   validate: {max_body: 512KiB, max_prompt_tokens: 1000}
   deadline: 45s
@@ -120,7 +121,12 @@ def test_maximal_policy_compiles_to_every_value(tmp_path: Path) -> None:
         prefill=True,
         tools=False,
     )
-    backup = Upstream(name="backup", url="http://user:pw@127.0.0.1:8002/base", format="anthropic")
+    backup = Upstream(
+        name="backup",
+        url="http://user:pw@127.0.0.1:8002/base",
+        format="anthropic",
+        client_auth="pass",
+    )
     assert dict(policy.upstreams) == {"primary": primary, "backup": backup}
     retry = Retry(
         attempts=4,
@@ -248,6 +254,11 @@ NAME = "is not a valid name (letters, digits, '_', '.', '-'; at most 64)"
                 "(did you mean 'openai'?)"
             ],
             id="bad-enum-with-suggestion",
+        ),
+        pytest.param(
+            {"p.yaml": BASE.replace("format: openai}", "format: openai, client_auth: forward}")},
+            ["p.yaml:3:51: upstreams.a.client_auth: 'forward' is not one of 'drop', 'pass'"],
+            id="bad-client-auth",
         ),
         pytest.param(
             with_route("    breaker: {key: model}\n"),
