@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from sidecar.cache.render import JSON, as_dict
+from sidecar.cache.render import as_dict
 from sidecar.providers.formats import WireFormat
 from sidecar.streaming.sse import Event, SSEError, SSEParser
+from sidecar.typedefs import JSON
 
 
 class Unassemblable(Exception):

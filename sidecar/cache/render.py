@@ -14,8 +14,8 @@ from __future__ import annotations
 import orjson
 
 from sidecar.providers.formats import WireFormat, terminator
+from sidecar.typedefs import JSON
 
-JSON = dict[str, object]
 _MESSAGE_KEYS = frozenset({"role", "content", "refusal", "tool_calls", "annotations"})
 
 

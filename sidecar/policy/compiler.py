@@ -49,8 +49,7 @@ from sidecar.policy.model import (
 )
 from sidecar.policy.source import Document
 from sidecar.policy.units import format_duration, parse_duration, parse_ratio, parse_size
-
-Tree = dict[str, object]
+from sidecar.typedefs import JSON as Tree  # a policy file's mapping, as parsed
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,7 @@ from typing import Final
 import orjson
 
 from sidecar.providers.formats import WireFormat
-
-JSON = dict[str, object]
+from sidecar.typedefs import JSON
 
 FINISH_TO_STOP: Final = {
     "stop": "end_turn",

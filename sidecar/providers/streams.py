@@ -16,8 +16,7 @@ import orjson
 from sidecar.providers.formats import Seen, WireFormat, stream_error, terminator
 from sidecar.providers.responses import FINISH_TO_STOP, STOP_TO_FINISH
 from sidecar.streaming.sse import Event
-
-JSON = dict[str, object]
+from sidecar.typedefs import JSON
 
 
 class StreamTranslator(Protocol):
