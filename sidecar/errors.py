@@ -7,12 +7,12 @@ request id; the status says what happened (see docs/policy.md).
 from __future__ import annotations
 
 import math
-from typing import Final, Literal
+from typing import Final
 
 import orjson
 from aiohttp import web
 
-ClientFormat = Literal["openai", "anthropic"]
+from sidecar.typedefs import WireFormat
 
 _ANTHROPIC_TYPES: Final = {
     400: "invalid_request_error",
@@ -87,14 +87,14 @@ class RateLimited(SidecarError):
         self.retry_after = max(1, math.ceil(wait))
 
 
-def client_format(request: web.BaseRequest) -> ClientFormat:
+def client_format(request: web.BaseRequest) -> WireFormat:
     """The wire format the client speaks: Anthropic on /v1/messages or with anthropic-version."""
     if request.path.startswith("/v1/messages") or "anthropic-version" in request.headers:
         return "anthropic"
     return "openai"
 
 
-def error_body(error: SidecarError, fmt: ClientFormat, request_id: str) -> bytes:
+def error_body(error: SidecarError, fmt: WireFormat, request_id: str) -> bytes:
     if fmt == "anthropic":
         kind = _ANTHROPIC_TYPES.get(error.status, "api_error")
         return orjson.dumps(
@@ -117,7 +117,7 @@ def error_body(error: SidecarError, fmt: ClientFormat, request_id: str) -> bytes
     )
 
 
-def error_response(error: SidecarError, fmt: ClientFormat, request_id: str) -> web.Response:
+def error_response(error: SidecarError, fmt: WireFormat, request_id: str) -> web.Response:
     response = web.Response(
         body=error_body(error, fmt, request_id),
         status=error.status,

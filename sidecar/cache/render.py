@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import orjson
 
-from sidecar.providers.formats import WireFormat, terminator
-from sidecar.typedefs import JSON
+from sidecar.providers.formats import terminator
+from sidecar.typedefs import JSON, WireFormat
 
 _MESSAGE_KEYS = frozenset({"role", "content", "refusal", "tool_calls", "annotations"})
 

@@ -15,12 +15,13 @@ from typing import Literal, Protocol
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from sidecar.policy.model import Route, Target, Upstream
-from sidecar.providers.formats import Seen, WireFormat
+from sidecar.providers.formats import Seen
 from sidecar.providers.streams import StreamTranslator
 from sidecar.resilience.deadline import Deadline
 from sidecar.resilience.retry import Failure, MoveOnReason
 from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.sse import SSEParser
+from sidecar.typedefs import WireFormat
 
 Completion = Literal["success", "failure", "cancelled"]
 SkipReason = (

@@ -7,13 +7,12 @@ a format's own events and writes its own error shapes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 import orjson
 
 from sidecar.streaming.sse import Event
-
-WireFormat = Literal["openai", "anthropic"]
+from sidecar.typedefs import WireFormat
 
 # Upstream error "type" -> the status it means (for a 200 stream whose first event is an error).
 _ERROR_STATUS: Final = {

@@ -7,8 +7,7 @@ from typing import Final
 
 import orjson
 
-from sidecar.providers.formats import WireFormat
-from sidecar.typedefs import JSON
+from sidecar.typedefs import JSON, WireFormat
 
 FINISH_TO_STOP: Final = {
     "stop": "end_turn",

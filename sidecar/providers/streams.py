@@ -13,10 +13,10 @@ from typing import Protocol
 
 import orjson
 
-from sidecar.providers.formats import Seen, WireFormat, stream_error, terminator
+from sidecar.providers.formats import Seen, stream_error, terminator
 from sidecar.providers.responses import FINISH_TO_STOP, STOP_TO_FINISH
 from sidecar.streaming.sse import Event
-from sidecar.typedefs import JSON
+from sidecar.typedefs import JSON, WireFormat
 
 
 class StreamTranslator(Protocol):
