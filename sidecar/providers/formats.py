@@ -56,7 +56,16 @@ class Seen:
 MALFORMED: Final = Seen(malformed=True)
 PLAIN: Final = Seen()
 CONTENT: Final = Seen(content=True)
-_STOP_TO_FINISH: Final = {
+
+# OpenAI finish_reason <-> Anthropic stop_reason (answers, streams and translations).
+FINISH_TO_STOP: Final = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+STOP_TO_FINISH: Final = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
@@ -134,7 +143,7 @@ def _anthropic(event: Event, parsed: dict[str, object]) -> Seen:
         stop = delta.get("stop_reason") if isinstance(delta, dict) else None
         return Seen(
             finished=bool(stop),
-            finish_reason=_STOP_TO_FINISH.get(str(stop), "stop") if stop else None,
+            finish_reason=STOP_TO_FINISH.get(str(stop), "stop") if stop else None,
             prompt_tokens=_int(usage.get("input_tokens")),
             completion_tokens=_int(usage.get("output_tokens")),
         )

@@ -7,23 +7,9 @@ from typing import Final
 
 import orjson
 
+from sidecar.providers.formats import FINISH_TO_STOP, STOP_TO_FINISH
 from sidecar.typedefs import JSON, WireFormat
 
-FINISH_TO_STOP: Final = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
-STOP_TO_FINISH: Final = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-    "pause_turn": "stop",
-    "refusal": "content_filter",
-}
 # status -> (OpenAI type, code), Anthropic type
 _OPENAI_ERRORS: Final = {
     400: ("invalid_request_error", "invalid_request"),

@@ -13,8 +13,7 @@ from typing import Protocol
 
 import orjson
 
-from sidecar.providers.formats import Seen, stream_error, terminator
-from sidecar.providers.responses import FINISH_TO_STOP, STOP_TO_FINISH
+from sidecar.providers.formats import FINISH_TO_STOP, STOP_TO_FINISH, Seen, stream_error, terminator
 from sidecar.streaming.sse import Event
 from sidecar.typedefs import JSON, WireFormat
 
