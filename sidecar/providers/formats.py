@@ -11,6 +11,7 @@ from typing import Final
 
 import orjson
 
+from sidecar.streaming import sse
 from sidecar.streaming.sse import Event
 from sidecar.typedefs import WireFormat
 
@@ -190,13 +191,13 @@ def stream_error(fmt: WireFormat, message: str, request_id: str, kind: str) -> b
             "error": {"message": message, "type": "server_error", "code": kind, "param": None},
             "request_id": request_id,
         }
-        return b"data: " + orjson.dumps(body) + b"\n\n"
+        return sse.encode(body)
     body = {
         "type": "error",
         "error": {"type": "api_error", "message": message},
         "request_id": request_id,
     }
-    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+    return sse.encode(body, "error")
 
 
 _CONTEXT_MARKERS: Final = (

@@ -14,6 +14,7 @@ from typing import Protocol
 import orjson
 
 from sidecar.providers.formats import FINISH_TO_STOP, STOP_TO_FINISH, Seen, stream_error, terminator
+from sidecar.streaming import sse
 from sidecar.streaming.sse import Event
 from sidecar.typedefs import JSON, WireFormat
 
@@ -47,11 +48,6 @@ def make_translator(
     if upstream == "anthropic":
         return AnthropicToOpenAI(request_id, include_usage)
     return OpenAIToAnthropic(request_id)
-
-
-def _sse(data: object, event: str | None = None) -> bytes:
-    payload = b"data: " + orjson.dumps(data) + b"\n\n"
-    return b"event: " + event.encode() + b"\n" + payload if event else payload
 
 
 def _load(event: Event) -> JSON:
@@ -137,7 +133,7 @@ class AnthropicToOpenAI:
                 "completion_tokens": self._output,
                 "total_tokens": self._input + self._output,
             }
-            out = _sse(chunk)
+            out = sse.encode(chunk)
         return out + terminator("openai")
 
     def _base(self) -> JSON:
@@ -151,7 +147,7 @@ class AnthropicToOpenAI:
     def _chunk(self, delta: JSON, finish: str | None = None) -> bytes:
         chunk = self._base()
         chunk["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        return _sse(chunk)
+        return sse.encode(chunk)
 
 
 class OpenAIToAnthropic:
@@ -209,7 +205,7 @@ class OpenAIToAnthropic:
         if not self._started:
             out += self._message_start({})
         out += self._close()
-        out += _sse(
+        out += sse.encode(
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": self._stop, "stop_sequence": None},
@@ -232,7 +228,7 @@ class OpenAIToAnthropic:
             "stop_sequence": None,
             "usage": {"input_tokens": 0, "output_tokens": 0},
         }
-        return _sse({"type": "message_start", "message": message}, "message_start")
+        return sse.encode({"type": "message_start", "message": message}, "message_start")
 
     def _text(self, text: str) -> bytes:
         out = b""
@@ -241,7 +237,7 @@ class OpenAIToAnthropic:
             out += self._start({"type": "text", "text": ""}, text_block=True)
         delta = {"type": "text_delta", "text": text}
         body = {"type": "content_block_delta", "index": self._open, "delta": delta}
-        return out + _sse(body, "content_block_delta")
+        return out + sse.encode(body, "content_block_delta")
 
     def _tool(self, call: JSON) -> bytes:
         out = b""
@@ -261,7 +257,7 @@ class OpenAIToAnthropic:
                 "index": self._tools[position],
                 "delta": {"type": "input_json_delta", "partial_json": arguments},
             }
-            out += _sse(body, "content_block_delta")
+            out += sse.encode(body, "content_block_delta")
         return out
 
     def _start(self, block: JSON, text_block: bool) -> bytes:
@@ -269,13 +265,13 @@ class OpenAIToAnthropic:
         self._open_is_text = text_block
         self._blocks += 1
         body = {"type": "content_block_start", "index": self._open, "content_block": block}
-        return _sse(body, "content_block_start")
+        return sse.encode(body, "content_block_start")
 
     def _close(self) -> bytes:
         if self._open is None:
             return b""
         index, self._open = self._open, None
-        return _sse({"type": "content_block_stop", "index": index}, "content_block_stop")
+        return sse.encode({"type": "content_block_stop", "index": index}, "content_block_stop")
 
 
 class ClientWriter:
@@ -296,14 +292,14 @@ class ClientWriter:
         if not text:
             return b""
         if self._fmt == "openai":
-            return _sse(self._chunk({"content": text}, None))
+            return sse.encode(self._chunk({"content": text}, None))
         delta = {"type": "text_delta", "text": text}
         body = {"type": "content_block_delta", "index": self._block, "delta": delta}
-        return _sse(body, "content_block_delta")
+        return sse.encode(body, "content_block_delta")
 
     def ending(self, finish: str, prompt: int, completion: int) -> bytes:
         if self._fmt == "openai":
-            out = _sse(self._chunk({}, finish))
+            out = sse.encode(self._chunk({}, finish))
             if self._include_usage:
                 chunk = self._chunk({}, None)
                 chunk["choices"] = []
@@ -312,12 +308,12 @@ class ClientWriter:
                     "completion_tokens": completion,
                     "total_tokens": prompt + completion,
                 }
-                out += _sse(chunk)
+                out += sse.encode(chunk)
             return out + terminator("openai")
         stop = FINISH_TO_STOP.get(finish, "end_turn")
         return (
-            _sse({"type": "content_block_stop", "index": self._block}, "content_block_stop")
-            + _sse(
+            sse.encode({"type": "content_block_stop", "index": self._block}, "content_block_stop")
+            + sse.encode(
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": stop, "stop_sequence": None},
