@@ -7,27 +7,12 @@ request id; the status says what happened (see docs/policy.md).
 from __future__ import annotations
 
 import math
-from typing import Final
 
 import orjson
 from aiohttp import web
 
+from sidecar.providers.formats import anthropic_error_type
 from sidecar.typedefs import WireFormat
-
-_ANTHROPIC_TYPES: Final = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    408: "timeout_error",
-    413: "request_too_large",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "api_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-}
 
 
 class SidecarError(Exception):
@@ -96,7 +81,7 @@ def client_format(request: web.BaseRequest) -> WireFormat:
 
 def error_body(error: SidecarError, fmt: WireFormat, request_id: str) -> bytes:
     if fmt == "anthropic":
-        kind = _ANTHROPIC_TYPES.get(error.status, "api_error")
+        kind = anthropic_error_type(error.status)
         return orjson.dumps(
             {
                 "type": "error",

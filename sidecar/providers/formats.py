@@ -30,6 +30,30 @@ _ERROR_STATUS: Final = {
     "request_too_large": 413,
 }
 
+# Status -> Anthropic error type: the sidecar's own errors and the upstream errors it
+# translates for an Anthropic client (OpenAI's 503 arrives as 529, see error_status).
+_ANTHROPIC_ERROR_TYPES: Final = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type(status: int) -> str:
+    """The Anthropic error type for *status*; others: api_error (5xx), invalid_request_error."""
+    default = "api_error" if status >= 500 else "invalid_request_error"
+    return _ANTHROPIC_ERROR_TYPES.get(status, default)
+
 
 @dataclass(frozen=True, slots=True)
 class Seen:
