@@ -50,6 +50,26 @@ def make_translator(
     return OpenAIToAnthropic(request_id)
 
 
+def _usage_chunk(head: JSON, prompt: int, completion: int) -> bytes:
+    """OpenAI's last chunk when usage was asked for: no choices, the token counts."""
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    return sse.encode({**head, "choices": [], "usage": usage})
+
+
+def _message_delta(stop: str, prompt: int, completion: int) -> bytes:
+    """Anthropic's ``message_delta``: the stop reason and the token counts."""
+    body = {
+        "type": "message_delta",
+        "delta": {"stop_reason": stop, "stop_sequence": None},
+        "usage": {"input_tokens": prompt, "output_tokens": completion},
+    }
+    return sse.encode(body, "message_delta")
+
+
 def _load(event: Event) -> JSON:
     parsed = orjson.loads(event.data)
     return parsed if isinstance(parsed, dict) else {}
@@ -124,16 +144,7 @@ class AnthropicToOpenAI:
         return b""
 
     def finalise(self) -> bytes:
-        out = b""
-        if self._include_usage:
-            chunk = self._base()
-            chunk["choices"] = []
-            chunk["usage"] = {
-                "prompt_tokens": self._input,
-                "completion_tokens": self._output,
-                "total_tokens": self._input + self._output,
-            }
-            out = sse.encode(chunk)
+        out = _usage_chunk(self._base(), self._input, self._output) if self._include_usage else b""
         return out + terminator("openai")
 
     def _base(self) -> JSON:
@@ -205,14 +216,7 @@ class OpenAIToAnthropic:
         if not self._started:
             out += self._message_start({})
         out += self._close()
-        out += sse.encode(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": self._stop, "stop_sequence": None},
-                "usage": {"input_tokens": self._input, "output_tokens": self._output},
-            },
-            "message_delta",
-        )
+        out += _message_delta(self._stop, self._input, self._output)
         out += terminator("anthropic")
         return bytes(out)
 
@@ -301,26 +305,12 @@ class ClientWriter:
         if self._fmt == "openai":
             out = sse.encode(self._chunk({}, finish))
             if self._include_usage:
-                chunk = self._chunk({}, None)
-                chunk["choices"] = []
-                chunk["usage"] = {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "total_tokens": prompt + completion,
-                }
-                out += sse.encode(chunk)
+                out += _usage_chunk(self._chunk({}, None), prompt, completion)
             return out + terminator("openai")
         stop = FINISH_TO_STOP.get(finish, "end_turn")
         return (
             sse.encode({"type": "content_block_stop", "index": self._block}, "content_block_stop")
-            + sse.encode(
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": stop, "stop_sequence": None},
-                    "usage": {"input_tokens": prompt, "output_tokens": completion},
-                },
-                "message_delta",
-            )
+            + _message_delta(stop, prompt, completion)
             + terminator("anthropic")
         )
 
