@@ -6,6 +6,7 @@ a format's own events and writes its own error shapes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -13,7 +14,7 @@ import orjson
 
 from sidecar.streaming import sse
 from sidecar.streaming.sse import Event
-from sidecar.typedefs import WireFormat
+from sidecar.typedefs import JSON, WireFormat
 
 # Upstream error "type" -> the status it means (for a 200 stream whose first event is an error).
 _ERROR_STATUS: Final = {
@@ -119,18 +120,22 @@ def inspect(fmt: WireFormat, event: Event) -> Seen:
     return _openai(parsed)
 
 
-def _openai(parsed: dict[str, object]) -> Seen:
+def openai_deltas(chunk: JSON) -> Iterator[tuple[JSON, JSON]]:
+    """Each choice of an OpenAI stream chunk that is an object, with its delta (or {})."""
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else []:
+        if isinstance(choice, dict):
+            delta = choice.get("delta")
+            yield choice, delta if isinstance(delta, dict) else {}
+
+
+def _openai(parsed: JSON) -> Seen:
     usage = parsed.get("usage")
     prompt = completion = None
     if isinstance(usage, dict):
         prompt = _int(usage.get("prompt_tokens"))
         completion = _int(usage.get("completion_tokens"))
-    choices = parsed.get("choices")
-    for choice in choices if isinstance(choices, list) else []:
-        if not isinstance(choice, dict):
-            continue
-        delta = choice.get("delta")
-        delta = delta if isinstance(delta, dict) else {}
+    for choice, delta in openai_deltas(parsed):
         text = delta.get("content") or delta.get("refusal") or ""
         tool = bool(delta.get("tool_calls"))
         finish = choice.get("finish_reason")
@@ -149,7 +154,7 @@ def _openai(parsed: dict[str, object]) -> Seen:
     return PLAIN
 
 
-def _anthropic(event: Event, parsed: dict[str, object]) -> Seen:
+def _anthropic(event: Event, parsed: JSON) -> Seen:
     kind = parsed.get("type")
     if event.event == "error" or kind == "error":
         return _error(parsed.get("error"))

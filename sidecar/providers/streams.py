@@ -13,7 +13,14 @@ from typing import Protocol
 
 import orjson
 
-from sidecar.providers.formats import FINISH_TO_STOP, STOP_TO_FINISH, Seen, stream_error, terminator
+from sidecar.providers.formats import (
+    FINISH_TO_STOP,
+    STOP_TO_FINISH,
+    Seen,
+    openai_deltas,
+    stream_error,
+    terminator,
+)
 from sidecar.streaming import sse
 from sidecar.streaming.sse import Event
 from sidecar.typedefs import JSON, WireFormat
@@ -189,12 +196,7 @@ class OpenAIToAnthropic:
         if isinstance(usage, dict):
             self._input = int(usage.get("prompt_tokens") or self._input)
             self._output = int(usage.get("completion_tokens") or self._output)
-        choices = data.get("choices")
-        for choice in choices if isinstance(choices, list) else []:
-            if not isinstance(choice, dict):
-                continue
-            delta = choice.get("delta")
-            delta = delta if isinstance(delta, dict) else {}
+        for choice, delta in openai_deltas(data):
             text = delta.get("content")
             if text:
                 out += self._text(str(text))
