@@ -7,27 +7,12 @@ request id; the status says what happened (see docs/policy.md).
 from __future__ import annotations
 
 import math
-from typing import Final, Literal
 
 import orjson
 from aiohttp import web
 
-ClientFormat = Literal["openai", "anthropic"]
-
-_ANTHROPIC_TYPES: Final = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    408: "timeout_error",
-    413: "request_too_large",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "api_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-}
+from sidecar.providers.formats import anthropic_error_type
+from sidecar.typedefs import WireFormat
 
 
 class SidecarError(Exception):
@@ -87,16 +72,16 @@ class RateLimited(SidecarError):
         self.retry_after = max(1, math.ceil(wait))
 
 
-def client_format(request: web.BaseRequest) -> ClientFormat:
+def client_format(request: web.BaseRequest) -> WireFormat:
     """The wire format the client speaks: Anthropic on /v1/messages or with anthropic-version."""
     if request.path.startswith("/v1/messages") or "anthropic-version" in request.headers:
         return "anthropic"
     return "openai"
 
 
-def error_body(error: SidecarError, fmt: ClientFormat, request_id: str) -> bytes:
+def error_body(error: SidecarError, fmt: WireFormat, request_id: str) -> bytes:
     if fmt == "anthropic":
-        kind = _ANTHROPIC_TYPES.get(error.status, "api_error")
+        kind = anthropic_error_type(error.status)
         return orjson.dumps(
             {
                 "type": "error",
@@ -117,7 +102,7 @@ def error_body(error: SidecarError, fmt: ClientFormat, request_id: str) -> bytes
     )
 
 
-def error_response(error: SidecarError, fmt: ClientFormat, request_id: str) -> web.Response:
+def error_response(error: SidecarError, fmt: WireFormat, request_id: str) -> web.Response:
     response = web.Response(
         body=error_body(error, fmt, request_id),
         status=error.status,

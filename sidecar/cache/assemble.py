@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from sidecar.cache.render import JSON, as_dict
-from sidecar.providers.formats import WireFormat
+from sidecar.cache.render import as_dict
 from sidecar.streaming.sse import Event, SSEError, SSEParser
+from sidecar.typedefs import JSON, WireFormat
 
 
 class Unassemblable(Exception):

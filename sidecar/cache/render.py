@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import orjson
 
-from sidecar.providers.formats import WireFormat, terminator
+from sidecar.providers.formats import terminator
+from sidecar.streaming import sse
+from sidecar.typedefs import JSON, WireFormat
 
-JSON = dict[str, object]
 _MESSAGE_KEYS = frozenset({"role", "content", "refusal", "tool_calls", "annotations"})
-
-
-def _sse(data: object, event: str | None = None) -> bytes:
-    payload = b"data: " + orjson.dumps(data) + b"\n\n"
-    return b"event: " + event.encode() + b"\n" + payload if event else payload
 
 
 def as_dict(value: object) -> JSON:
@@ -116,7 +112,7 @@ def _render_openai(answer: JSON, include_usage: bool) -> bytes:
 
     def chunk(index: object, delta: JSON, finish: object = None) -> None:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        out.extend(_sse({**base, "choices": [choice]}))
+        out.extend(sse.encode({**base, "choices": [choice]}))
 
     for choice in as_dicts(answer.get("choices")):
         index = choice.get("index", 0)
@@ -139,7 +135,7 @@ def _render_openai(answer: JSON, include_usage: bool) -> bytes:
         chunk(index, {}, choice.get("finish_reason") or "stop")
     usage = answer.get("usage")
     if include_usage and isinstance(usage, dict):
-        out += _sse({**base, "choices": [], "usage": usage})
+        out += sse.encode({**base, "choices": [], "usage": usage})
     return bytes(out + terminator("openai"))
 
 
@@ -155,7 +151,7 @@ def _render_anthropic(answer: JSON) -> bytes:
         "stop_sequence": None,
         "usage": {**usage, "output_tokens": 0},
     }
-    out = bytearray(_sse({"type": "message_start", "message": start}, "message_start"))
+    out = bytearray(sse.encode({"type": "message_start", "message": start}, "message_start"))
     for index, block in enumerate(as_dicts(answer.get("content"))):
         if block.get("type") == "text":
             opening: JSON = {"type": "text", "text": ""}
@@ -165,17 +161,17 @@ def _render_anthropic(answer: JSON) -> bytes:
             opening["input"] = {}
             arguments = orjson.dumps(block.get("input", {})).decode()
             delta = {"type": "input_json_delta", "partial_json": arguments}
-        out += _sse(
+        out += sse.encode(
             {"type": "content_block_start", "index": index, "content_block": opening},
             "content_block_start",
         )
         body = {"type": "content_block_delta", "index": index, "delta": delta}
-        out += _sse(body, "content_block_delta")
-        out += _sse({"type": "content_block_stop", "index": index}, "content_block_stop")
+        out += sse.encode(body, "content_block_delta")
+        out += sse.encode({"type": "content_block_stop", "index": index}, "content_block_stop")
     ending = {
         "stop_reason": answer.get("stop_reason"),
         "stop_sequence": answer.get("stop_sequence"),
     }
     counts = {k: usage[k] for k in ("input_tokens", "output_tokens") if k in usage}
-    out += _sse({"type": "message_delta", "delta": ending, "usage": counts}, "message_delta")
+    out += sse.encode({"type": "message_delta", "delta": ending, "usage": counts}, "message_delta")
     return bytes(out + terminator("anthropic"))

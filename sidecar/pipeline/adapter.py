@@ -13,13 +13,13 @@ import orjson
 from sidecar.errors import InvalidRequest
 from sidecar.pipeline.call import Answer, Call, Handler, Outgoing, Stage, TargetFailed
 from sidecar.policy.model import Route, Target
-from sidecar.providers.formats import WireFormat
 from sidecar.providers.requests import (
     ANTHROPIC_VERSION,
     Untranslatable,
     anthropic_to_openai,
     openai_to_anthropic,
 )
+from sidecar.typedefs import WireFormat
 
 PATHS: dict[WireFormat, str] = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 

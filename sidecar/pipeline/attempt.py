@@ -34,7 +34,7 @@ from sidecar.errors import SidecarError
 from sidecar.headers import client_headers, upstream_headers
 from sidecar.pipeline.call import Answer, AttemptFailed, Call, Completion, Handler, Upstreaming
 from sidecar.policy.model import Route, Target
-from sidecar.providers.formats import WireFormat, inspect
+from sidecar.providers.formats import inspect
 from sidecar.providers.responses import (
     anthropic_message_to_openai,
     error_status,
@@ -45,6 +45,7 @@ from sidecar.providers.streams import StreamTranslator, make_translator
 from sidecar.resilience.retry import Failure, parse_retry_after
 from sidecar.streaming.relay import UNTRANSLATABLE
 from sidecar.streaming.sse import SSEError, SSEParser
+from sidecar.typedefs import WireFormat
 
 CHAT_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/messages"})
 MAX_ERROR_BODY: Final = 64 * 1024

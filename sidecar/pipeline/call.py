@@ -16,12 +16,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from sidecar.pipeline.scope import Completion, Held, Scope
 from sidecar.policy.model import Route, Target, Upstream
-from sidecar.providers.formats import Seen, WireFormat
+from sidecar.providers.formats import Seen
 from sidecar.providers.streams import StreamTranslator
 from sidecar.resilience.deadline import Deadline
 from sidecar.resilience.retry import Failure, MoveOnReason
 from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.sse import SSEParser
+from sidecar.typedefs import WireFormat
 
 if TYPE_CHECKING:
     from aiohttp import web

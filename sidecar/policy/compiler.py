@@ -46,12 +46,11 @@ from sidecar.policy.model import (
     Upstream,
     Validation,
     Window,
-    WireFormat,
 )
 from sidecar.policy.source import Document
 from sidecar.policy.units import format_duration, parse_duration, parse_ratio, parse_size
-
-Tree = dict[str, object]
+from sidecar.typedefs import JSON as Tree  # a policy file's mapping, as parsed
+from sidecar.typedefs import WireFormat
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,7 @@ from sidecar.policy.model import (
     Upstream,
 )
 from sidecar.policy.units import format_duration as dur
-
-JSON = dict[str, object]
+from sidecar.typedefs import JSON
 
 
 def redact_url(url: str) -> str:

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-WireFormat = Literal["openai", "anthropic"]
+from sidecar.typedefs import WireFormat
+
 Jitter = Literal["full", "equal", "none"]
 BreakerKey = Literal["upstream", "upstream_model"]
 ClientAuth = Literal["drop", "pass"]  # the client's own credential headers, to this upstream

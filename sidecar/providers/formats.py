@@ -6,14 +6,15 @@ a format's own events and writes its own error shapes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 import orjson
 
+from sidecar.streaming import sse
 from sidecar.streaming.sse import Event
-
-WireFormat = Literal["openai", "anthropic"]
+from sidecar.typedefs import JSON, WireFormat
 
 # Upstream error "type" -> the status it means (for a 200 stream whose first event is an error).
 _ERROR_STATUS: Final = {
@@ -29,6 +30,30 @@ _ERROR_STATUS: Final = {
     "not_found_error": 404,
     "request_too_large": 413,
 }
+
+# Status -> Anthropic error type: the sidecar's own errors and the upstream errors it
+# translates for an Anthropic client (OpenAI's 503 arrives as 529, see error_status).
+_ANTHROPIC_ERROR_TYPES: Final = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type(status: int) -> str:
+    """The Anthropic error type for *status*; others: api_error (5xx), invalid_request_error."""
+    default = "api_error" if status >= 500 else "invalid_request_error"
+    return _ANTHROPIC_ERROR_TYPES.get(status, default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +83,16 @@ MALFORMED: Final = Seen(malformed=True)
 PLAIN: Final = Seen()
 KEEPALIVE: Final = Seen()  # an event with no data: carries nothing, never relayed
 CONTENT: Final = Seen(content=True)
-_STOP_TO_FINISH: Final = {
+
+# OpenAI finish_reason <-> Anthropic stop_reason (answers, streams and translations).
+FINISH_TO_STOP: Final = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+STOP_TO_FINISH: Final = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
@@ -89,18 +123,22 @@ def inspect(fmt: WireFormat, event: Event) -> Seen:
     return _openai(parsed)
 
 
-def _openai(parsed: dict[str, object]) -> Seen:
+def openai_deltas(chunk: JSON) -> Iterator[tuple[JSON, JSON]]:
+    """Each choice of an OpenAI stream chunk that is an object, with its delta (or {})."""
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else []:
+        if isinstance(choice, dict):
+            delta = choice.get("delta")
+            yield choice, delta if isinstance(delta, dict) else {}
+
+
+def _openai(parsed: JSON) -> Seen:
     usage = parsed.get("usage")
     prompt = completion = None
     if isinstance(usage, dict):
         prompt = _int(usage.get("prompt_tokens"))
         completion = _int(usage.get("completion_tokens"))
-    choices = parsed.get("choices")
-    for choice in choices if isinstance(choices, list) else []:
-        if not isinstance(choice, dict):
-            continue
-        delta = choice.get("delta")
-        delta = delta if isinstance(delta, dict) else {}
+    for choice, delta in openai_deltas(parsed):
         text = delta.get("content") or delta.get("refusal") or ""
         tool = bool(delta.get("tool_calls"))
         finish = choice.get("finish_reason")
@@ -119,7 +157,7 @@ def _openai(parsed: dict[str, object]) -> Seen:
     return PLAIN
 
 
-def _anthropic(event: Event, parsed: dict[str, object]) -> Seen:
+def _anthropic(event: Event, parsed: JSON) -> Seen:
     kind = parsed.get("type")
     if event.event == "error" or kind == "error":
         return _error(parsed.get("error"))
@@ -138,7 +176,7 @@ def _anthropic(event: Event, parsed: dict[str, object]) -> Seen:
         stop = delta.get("stop_reason") if isinstance(delta, dict) else None
         return Seen(
             finished=bool(stop),
-            finish_reason=_STOP_TO_FINISH.get(str(stop), "stop") if stop else None,
+            finish_reason=STOP_TO_FINISH.get(str(stop), "stop") if stop else None,
             prompt_tokens=_int(usage.get("input_tokens")),
             completion_tokens=_int(usage.get("output_tokens")),
         )
@@ -185,13 +223,13 @@ def stream_error(fmt: WireFormat, message: str, request_id: str, kind: str) -> b
             "error": {"message": message, "type": "server_error", "code": kind, "param": None},
             "request_id": request_id,
         }
-        return b"data: " + orjson.dumps(body) + b"\n\n"
+        return sse.encode(body)
     body = {
         "type": "error",
         "error": {"type": "api_error", "message": message},
         "request_id": request_id,
     }
-    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+    return sse.encode(body, "error")
 
 
 _CONTEXT_MARKERS: Final = (

@@ -11,7 +11,8 @@ from typing import Final
 
 import orjson
 
-JSON = dict[str, object]
+from sidecar.typedefs import JSON
+
 ANTHROPIC_VERSION: Final = "2023-06-01"
 # OpenAI fields that change the answer and have no Anthropic equivalent.
 _OPENAI_ONLY: Final = (

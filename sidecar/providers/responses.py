@@ -7,26 +7,10 @@ from typing import Final
 
 import orjson
 
-from sidecar.providers.formats import WireFormat
+from sidecar.providers.formats import FINISH_TO_STOP, STOP_TO_FINISH, anthropic_error_type
+from sidecar.typedefs import JSON, WireFormat
 
-JSON = dict[str, object]
-
-FINISH_TO_STOP: Final = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
-STOP_TO_FINISH: Final = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-    "pause_turn": "stop",
-    "refusal": "content_filter",
-}
-# status -> (OpenAI type, code), Anthropic type
+# status -> (OpenAI type, code)
 _OPENAI_ERRORS: Final = {
     400: ("invalid_request_error", "invalid_request"),
     401: ("authentication_error", "invalid_api_key"),
@@ -37,17 +21,6 @@ _OPENAI_ERRORS: Final = {
     500: ("server_error", "internal_error"),
     503: ("server_error", "overloaded"),
     504: ("timeout_error", "timeout"),
-}
-_ANTHROPIC_ERRORS: Final = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    504: "timeout_error",
-    529: "overloaded_error",
 }
 
 
@@ -162,7 +135,7 @@ def translate_error(upstream: WireFormat, client: WireFormat, status: int, body:
         return orjson.dumps(
             {"error": {"message": message, "type": kind, "code": code, "param": None}}
         )
-    kind = _ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    kind = anthropic_error_type(status)
     return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
 
 

@@ -13,11 +13,18 @@ from typing import Protocol
 
 import orjson
 
-from sidecar.providers.formats import KEEPALIVE, Seen, WireFormat, stream_error, terminator
-from sidecar.providers.responses import FINISH_TO_STOP, STOP_TO_FINISH
+from sidecar.providers.formats import (
+    FINISH_TO_STOP,
+    KEEPALIVE,
+    STOP_TO_FINISH,
+    Seen,
+    openai_deltas,
+    stream_error,
+    terminator,
+)
+from sidecar.streaming import sse
 from sidecar.streaming.sse import Event
-
-JSON = dict[str, object]
+from sidecar.typedefs import JSON, WireFormat
 
 
 class StreamTranslator(Protocol):
@@ -51,9 +58,24 @@ def make_translator(
     return OpenAIToAnthropic(request_id)
 
 
-def _sse(data: object, event: str | None = None) -> bytes:
-    payload = b"data: " + orjson.dumps(data) + b"\n\n"
-    return b"event: " + event.encode() + b"\n" + payload if event else payload
+def _usage_chunk(head: JSON, prompt: int, completion: int) -> bytes:
+    """OpenAI's last chunk when usage was asked for: no choices, the token counts."""
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    return sse.encode({**head, "choices": [], "usage": usage})
+
+
+def _message_delta(stop: str, prompt: int, completion: int) -> bytes:
+    """Anthropic's ``message_delta``: the stop reason and the token counts."""
+    body = {
+        "type": "message_delta",
+        "delta": {"stop_reason": stop, "stop_sequence": None},
+        "usage": {"input_tokens": prompt, "output_tokens": completion},
+    }
+    return sse.encode(body, "message_delta")
 
 
 def _load(event: Event) -> JSON:
@@ -132,16 +154,7 @@ class AnthropicToOpenAI:
         return b""
 
     def finalise(self) -> bytes:
-        out = b""
-        if self._include_usage:
-            chunk = self._base()
-            chunk["choices"] = []
-            chunk["usage"] = {
-                "prompt_tokens": self._input,
-                "completion_tokens": self._output,
-                "total_tokens": self._input + self._output,
-            }
-            out = _sse(chunk)
+        out = _usage_chunk(self._base(), self._input, self._output) if self._include_usage else b""
         return out + terminator("openai")
 
     def _base(self) -> JSON:
@@ -155,7 +168,7 @@ class AnthropicToOpenAI:
     def _chunk(self, delta: JSON, finish: str | None = None) -> bytes:
         chunk = self._base()
         chunk["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        return _sse(chunk)
+        return sse.encode(chunk)
 
 
 class OpenAIToAnthropic:
@@ -188,12 +201,7 @@ class OpenAIToAnthropic:
         if isinstance(usage, dict):
             self._input = int(usage.get("prompt_tokens") or self._input)
             self._output = int(usage.get("completion_tokens") or self._output)
-        choices = data.get("choices")
-        for choice in choices if isinstance(choices, list) else []:
-            if not isinstance(choice, dict):
-                continue
-            delta = choice.get("delta")
-            delta = delta if isinstance(delta, dict) else {}
+        for choice, delta in openai_deltas(data):
             text = delta.get("content")
             if text:
                 out += self._text(str(text))
@@ -215,14 +223,7 @@ class OpenAIToAnthropic:
         if not self._started:
             out += self._message_start({})
         out += self._close()
-        out += _sse(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": self._stop, "stop_sequence": None},
-                "usage": {"input_tokens": self._input, "output_tokens": self._output},
-            },
-            "message_delta",
-        )
+        out += _message_delta(self._stop, self._input, self._output)
         out += terminator("anthropic")
         return bytes(out)
 
@@ -238,7 +239,7 @@ class OpenAIToAnthropic:
             "stop_sequence": None,
             "usage": {"input_tokens": 0, "output_tokens": 0},
         }
-        return _sse({"type": "message_start", "message": message}, "message_start")
+        return sse.encode({"type": "message_start", "message": message}, "message_start")
 
     def _text(self, text: str) -> bytes:
         out = b""
@@ -247,7 +248,7 @@ class OpenAIToAnthropic:
             out += self._start({"type": "text", "text": ""}, text_block=True)
         delta = {"type": "text_delta", "text": text}
         body = {"type": "content_block_delta", "index": self._open, "delta": delta}
-        return out + _sse(body, "content_block_delta")
+        return out + sse.encode(body, "content_block_delta")
 
     def _tool(self, call: JSON) -> bytes:
         out = b""
@@ -267,7 +268,7 @@ class OpenAIToAnthropic:
                 "index": self._tools[position],
                 "delta": {"type": "input_json_delta", "partial_json": arguments},
             }
-            out += _sse(body, "content_block_delta")
+            out += sse.encode(body, "content_block_delta")
         return out
 
     def _start(self, block: JSON, text_block: bool) -> bytes:
@@ -275,13 +276,13 @@ class OpenAIToAnthropic:
         self._open_is_text = text_block
         self._blocks += 1
         body = {"type": "content_block_start", "index": self._open, "content_block": block}
-        return _sse(body, "content_block_start")
+        return sse.encode(body, "content_block_start")
 
     def _close(self) -> bytes:
         if self._open is None:
             return b""
         index, self._open = self._open, None
-        return _sse({"type": "content_block_stop", "index": index}, "content_block_stop")
+        return sse.encode({"type": "content_block_stop", "index": index}, "content_block_stop")
 
 
 class ClientWriter:
@@ -302,35 +303,21 @@ class ClientWriter:
         if not text:
             return b""
         if self._fmt == "openai":
-            return _sse(self._chunk({"content": text}, None))
+            return sse.encode(self._chunk({"content": text}, None))
         delta = {"type": "text_delta", "text": text}
         body = {"type": "content_block_delta", "index": self._block, "delta": delta}
-        return _sse(body, "content_block_delta")
+        return sse.encode(body, "content_block_delta")
 
     def ending(self, finish: str, prompt: int, completion: int) -> bytes:
         if self._fmt == "openai":
-            out = _sse(self._chunk({}, finish))
+            out = sse.encode(self._chunk({}, finish))
             if self._include_usage:
-                chunk = self._chunk({}, None)
-                chunk["choices"] = []
-                chunk["usage"] = {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "total_tokens": prompt + completion,
-                }
-                out += _sse(chunk)
+                out += _usage_chunk(self._chunk({}, None), prompt, completion)
             return out + terminator("openai")
         stop = FINISH_TO_STOP.get(finish, "end_turn")
         return (
-            _sse({"type": "content_block_stop", "index": self._block}, "content_block_stop")
-            + _sse(
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": stop, "stop_sequence": None},
-                    "usage": {"input_tokens": prompt, "output_tokens": completion},
-                },
-                "message_delta",
-            )
+            sse.encode({"type": "content_block_stop", "index": self._block}, "content_block_stop")
+            + _message_delta(stop, prompt, completion)
             + terminator("anthropic")
         )
 

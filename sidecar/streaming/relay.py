@@ -25,10 +25,11 @@ from typing import Literal, Protocol
 
 from aiohttp import ClientConnectionError, ClientPayloadError
 
-from sidecar.providers.formats import WireFormat, inspect, stream_error
+from sidecar.providers.formats import inspect, stream_error
 from sidecar.providers.streams import Passthrough, StreamTranslator
 from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.sse import SSEError, SSEParser
+from sidecar.typedefs import WireFormat
 
 log = logging.getLogger("sidecar.stream")
 # What translating a parsed-but-absurd event can raise (a string where a count belongs,

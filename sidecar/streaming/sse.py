@@ -1,4 +1,5 @@
-"""An incremental server-sent-events parser: ``feed(bytes) -> events``, no I/O.
+"""An incremental server-sent-events parser: ``feed(bytes) -> events``, no I/O; and
+``encode``, the one writer of an event the sidecar makes itself.
 
 Theory of operation: bytes are split into lines (CRLF, LF or CR); a blank line
 ends an event. ``data:`` lines are joined with newlines, ``event:`` sets the
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
+
+import orjson
 
 MAX_LINE: Final = 1024 * 1024
 MAX_EVENT: Final = 8 * 1024 * 1024
@@ -128,3 +131,9 @@ class SSEParser:
         self._id = None
         self._seen_field = False
         return event
+
+
+def encode(data: object, event: str | None = None) -> bytes:
+    """One SSE event: ``data`` as JSON, after an ``event:`` line when *event* is given."""
+    payload = b"data: " + orjson.dumps(data) + b"\n\n"
+    return b"event: " + event.encode() + b"\n" + payload if event else payload

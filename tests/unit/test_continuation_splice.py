@@ -35,7 +35,6 @@ from sidecar.policy.model import (
     Target,
     Timeouts,
     Upstream,
-    WireFormat,
 )
 from sidecar.providers.formats import Seen
 from sidecar.providers.streams import ClientWriter, Passthrough
@@ -45,6 +44,7 @@ from sidecar.resilience.deadline import Deadline
 from sidecar.resilience.retry import Failure
 from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.sse import Event, SSEParser
+from sidecar.typedefs import WireFormat
 
 PATH = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "hi"}]

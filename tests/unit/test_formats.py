@@ -113,7 +113,8 @@ def test_malformed(fmt: str, data: str) -> None:
 def test_an_event_without_data_is_a_keepalive_not_a_malformed_event(fmt: str, data: str) -> None:
     seen = inspect(fmt, Event(data, event="message"))  # type: ignore[arg-type]
     assert seen is KEEPALIVE
-    assert not seen.malformed and not seen.substantive
+    assert not seen.malformed
+    assert not seen.substantive
 
 
 # -- Anthropic ------------------------------------------------------------------------------

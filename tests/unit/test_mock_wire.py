@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import math
 import struct
+from pathlib import Path
 
 import pytest
 
+import mock_provider
 from mock_provider.anthropic_wire import AnthropicFlavour
 from mock_provider.embeddings import DEFAULT_DIMENSIONS, embeddings_body
 from mock_provider.openai_wire import DONE, OpenAIFlavour
@@ -18,6 +21,18 @@ OPENAI = OpenAIFlavour()
 ANTHROPIC = AnthropicFlavour()
 MESSAGES = [{"role": "user", "content": "hi"}]
 REPLY = Reply(id="x-1", created=1, model="m", tokens=("a", " b"), prompt_tokens=1, truncated=False)
+
+
+def test_the_mock_imports_nothing_from_the_sidecar() -> None:
+    """The mock is an independent reading of the providers (docs/architecture.md)."""
+    found = []
+    for path in sorted(Path(mock_provider.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            found += [f"{path}: {name}" for name in names if name.split(".")[0] == "sidecar"]
+    assert found == []
 
 
 def test_sse_framing() -> None:

@@ -10,9 +10,10 @@ from collections.abc import Iterable
 import pytest
 from aiohttp import ClientConnectionError, ClientPayloadError
 
-from sidecar.providers.formats import WireFormat, inspect, stream_error, terminator
+from sidecar.providers.formats import inspect, stream_error, terminator
 from sidecar.streaming.relay import RelayOutcome, relay
 from sidecar.streaming.sse import Event, SSEParser
+from sidecar.typedefs import WireFormat
 
 HANG = object()  # a script step that never returns
 

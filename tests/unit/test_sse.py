@@ -1,4 +1,4 @@
-"""SSEParser: line endings, chunk boundaries, fields, comments, raw bytes, limits."""
+"""SSEParser: line endings, chunk boundaries, fields, comments, raw bytes, limits; encode."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from sidecar.streaming.sse import Event, SSEError, SSEParser
+from sidecar.streaming.sse import Event, SSEError, SSEParser, encode
 
 STREAM = (
     b": a comment first\n"
@@ -238,3 +238,18 @@ def test_invalid_utf8_is_replaced() -> None:
 def test_utf8_split_across_chunks() -> None:
     data = "data: 日本語\n\n".encode()
     assert parse_chunks([data[i : i + 1] for i in range(len(data))])[0].data == "日本語"
+
+
+def test_encode_writes_what_the_parser_reads_back() -> None:
+    body = {"type": "content_block_delta", "delta": {"text": "caf\u00e9\nnext"}}
+    named, plain = encode(body, "content_block_delta"), encode(["[DONE]"])
+    assert named == b'event: content_block_delta\ndata: {"type":"content_block_delta",' + (
+        b'"delta":{"text":"caf\xc3\xa9\\nnext"}}\n\n'
+    )
+    assert plain == b'data: ["[DONE]"]\n\n'
+    events = SSEParser().feed(named + plain)
+    assert [(e.event, e.raw) for e in events] == [
+        ("content_block_delta", named),
+        ("message", plain),
+    ]
+    assert events[0].data == '{"type":"content_block_delta","delta":{"text":"café\\nnext"}}'

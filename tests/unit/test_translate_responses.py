@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from sidecar.errors import SidecarError, error_body
 from sidecar.providers.responses import (
     anthropic_message_to_openai,
     error_status,
@@ -233,6 +234,16 @@ def test_openai_error_for_an_anthropic_client(
         "type": "error",
         "error": {"type": client_type, "message": "the reason"},
     }
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 408, 413, 422, 429, 500, 502, 503, 504])
+def test_one_anthropic_error_type_per_status(status: int) -> None:
+    """An Anthropic client reads one type per status, whether the sidecar or an upstream failed."""
+    own = SidecarError("the reason")
+    own.status = status
+    translated = translate_error("openai", "anthropic", status, openai_error("x", "the reason"))
+    own_type = json.loads(error_body(own, "anthropic", "req-1"))["error"]["type"]
+    assert json.loads(translated)["error"]["type"] == own_type
 
 
 @pytest.mark.parametrize(

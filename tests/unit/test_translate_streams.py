@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.providers.formats import WireFormat, inspect
+from sidecar.providers.formats import inspect
 from sidecar.providers.streams import (
     AnthropicToOpenAI,
     ClientWriter,
@@ -23,6 +23,7 @@ from sidecar.providers.streams import (
     make_translator,
 )
 from sidecar.streaming.sse import Event, SSEParser
+from sidecar.typedefs import WireFormat
 
 JSON = dict[str, Any]
 
