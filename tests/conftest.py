@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,33 @@ MESSAGES = [{"role": "user", "content": "Say something, please"}]
 MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-6"}
 
 MockServerFactory = Callable[..., Awaitable[TestServer]]
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_unavailable(reason: str) -> None:
+    """Skip a Redis test where none answers, except under CI=true: there it is a failure."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: the Redis tests must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own on REDIS_URL; its keys are deleted afterwards."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as error:
+        client.close()
+        redis_unavailable(f"no Redis at {REDIS_URL} ({type(error).__name__}); set REDIS_URL")
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    keys = list(client.scan_iter(match=f"{name}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 def base_url(server: TestServer) -> str:

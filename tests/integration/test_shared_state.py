@@ -9,7 +9,6 @@ skipped, except under CI=true, where that is a failure. The outage test runs its
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import socket
@@ -25,6 +24,7 @@ import aiohttp
 import pytest
 import redis
 from aiohttp.test_utils import TestServer
+from conftest import REDIS_URL, redis_unavailable
 
 from mock_provider.app import create_app as create_mock
 from mock_provider.state import MockSettings
@@ -34,7 +34,6 @@ from sidecar.shared.breakers import SharedBreakers
 from sidecar.shared.redis import SharedStore
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
 
 POLICY = """\
@@ -52,27 +51,9 @@ routes:
 """
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: the Redis tests must run)")
-    pytest.skip(reason)
-
-
 @pytest.fixture
-def prefix() -> Iterator[str]:
-    """A key prefix of this test's own on REDIS_URL; its keys are deleted afterwards."""
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as error:
-        client.close()
-        _unavailable(f"no Redis at {REDIS_URL} ({type(error).__name__}); set REDIS_URL")
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    yield name
-    keys = list(client.scan_iter(match=f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+def prefix(redis_prefix: str) -> str:
+    return redis_prefix
 
 
 @dataclass
@@ -232,7 +213,7 @@ def _free_port() -> int:
 def _redis_server(port: int) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     if binary is None:
-        _unavailable("redis-server is not installed")
+        redis_unavailable("redis-server is not installed")
     assert binary is not None
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
