@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path as FsPath
 from typing import Literal, cast
+from urllib.parse import urlsplit
 
 from sidecar.policy.errors import Issue, Path, PolicyError
 from sidecar.policy.model import (
@@ -153,12 +154,23 @@ def _state(document: Document, spec: Tree, issues: list[Issue]) -> StateBackend:
     url = cast(str | None, spec.get("url"))
     if backend == "redis" and not url:
         issues.append(document.issue(("state",), "backend redis needs a url (e.g. ${REDIS_URL})"))
+    elif backend == "redis" and url and not _port_ok(url):
+        # Found here, not when the Redis client is built; the text is not echoed (secret).
+        issues.append(document.issue(("state", "url"), "the port is not a number 0-65535"))
     return StateBackend(
         backend=backend,
         url=Secret(url) if url else None,
         prefix=cast(str, spec.get("prefix", "sidecar")),
         timeout=_seconds(spec, "timeout", 0.05),
     )
+
+
+def _port_ok(url: str) -> bool:
+    try:
+        urlsplit(url).port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        return False
+    return True
 
 
 def _rate_limit(spec: Tree | None) -> RateLimit | None:
