@@ -1,7 +1,8 @@
 """The active policy: one reference, swapped atomically; the last good one kept on error.
 
-Theory of operation: ``reload()`` reads every file, hashes the bytes, and does
-nothing when the hash equals the active one (or the last refused one). A new
+Theory of operation: ``reload()`` reads every policy file and the files the
+active policy reads besides them (``access.keys_file``), hashes the bytes, and
+does nothing when the hash equals the active one (or the last refused one). A new
 hash is loaded and compiled in full; on success the reference is swapped in
 one assignment (requests already running hold the object they started with),
 on failure the previous policy keeps serving and the error is recorded.
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from sidecar.policy.compiler import compile_policy, input_paths
 from sidecar.policy.errors import PolicyError
-from sidecar.policy.loader import load_files
+from sidecar.policy.loader import parse_files
 from sidecar.policy.model import PolicySet
-from sidecar.policy.source import content_hash, read_files
+from sidecar.policy.source import content_hash, read_files, read_inputs
 
 log = logging.getLogger("sidecar.policy")
 ReloadOutcome = Literal["loaded", "unchanged", "refused"]
@@ -54,6 +56,8 @@ class PolicyStore:
         self._active: PolicySet | None = None
         self.loaded_at: float | None = None
         self.last_error: ReloadError | None = None
+        self._inputs: tuple[str, ...] = ()  # files the active policy reads besides its own
+        self._refused_inputs: tuple[str, ...] = ()
         self.counts: dict[ReloadOutcome, int] = {"loaded": 0, "unchanged": 0, "refused": 0}
         self._listeners: list[Callable[[PolicySet], None]] = []
 
@@ -68,18 +72,25 @@ class PolicyStore:
     def reload(self, reason: str = "request") -> ReloadResult:
         """Re-read the directory; swap in the new policy if it changed and is valid."""
         digest: str | None = None
+        paths: tuple[str, ...] = ()
         try:
             files = read_files(self.directory)
-            digest = content_hash(files)
-            if self._active is not None and digest == self._active.hash:
+            active, refused = self._active, self.last_error
+            if active is not None and _same(files, self._inputs, active.hash):
                 self.last_error = None  # a bad edit was reverted: nothing is wrong any more
-                return self._count(ReloadResult("unchanged", digest))
-            if self.last_error is not None and digest == self.last_error.hash:
-                return self._count(ReloadResult("unchanged", digest, self.last_error.errors))
-            policy = load_files(files, digest, self._environ)
+                return self._count(ReloadResult("unchanged", active.hash))
+            if refused is not None and _same(files, self._refused_inputs, refused.hash):
+                return self._count(ReloadResult("unchanged", refused.hash, refused.errors))
+            digest = content_hash(files)
+            documents = parse_files(files, self._environ)
+            paths = tuple(input_paths(documents))
+            inputs = read_inputs(paths)
+            digest = content_hash(files, inputs)
+            policy = compile_policy(documents, digest, inputs)
         except PolicyError as error:
             errors = tuple(str(issue) for issue in error.issues)
             self.last_error = ReloadError(digest, self._wall_clock(), errors)
+            self._refused_inputs = paths
             log.error(
                 {
                     "event": "policy_refused",
@@ -91,6 +102,7 @@ class PolicyStore:
             return self._count(ReloadResult("refused", digest, errors))
         previous = self._active
         self._active = policy
+        self._inputs = paths
         self.loaded_at = self._wall_clock()
         self.last_error = None
         log.info(
@@ -109,6 +121,10 @@ class PolicyStore:
     def _count(self, result: ReloadResult) -> ReloadResult:
         self.counts[result.outcome] += 1
         return result
+
+
+def _same(files: list[tuple[str, bytes]], inputs: tuple[str, ...], digest: str | None) -> bool:
+    return digest is not None and content_hash(files, read_inputs(inputs)) == digest
 
 
 def diff(old: PolicySet | None, new: PolicySet) -> dict[str, list[str]]:

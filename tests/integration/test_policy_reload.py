@@ -26,7 +26,7 @@ from mock_provider.content import DEFAULT_ANSWER
 from mock_provider.state import MockSettings
 from sidecar.app import SidecarConfig
 from sidecar.app import create_app as create_sidecar
-from sidecar.state import ADMIN_APP
+from sidecar.state import ADMIN_APP, STORE
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -90,9 +90,9 @@ ADMIN: dict[int, TestServer] = {}  # id(sidecar server) -> its admin API server
 @pytest.fixture
 async def sidecar_factory(
     aiohttp_server: ServerFactory,
-) -> Callable[[Path], Awaitable[TestServer]]:
-    async def start(directory: Path) -> TestServer:
-        config = SidecarConfig(policies=directory, poll_interval=3600, environ={})
+) -> Callable[..., Awaitable[TestServer]]:
+    async def start(directory: Path, poll_interval: float = 3600) -> TestServer:
+        config = SidecarConfig(policies=directory, poll_interval=poll_interval, environ={})
         app = create_sidecar(config)
         server = await aiohttp_server(app)
         ADMIN[id(server)] = await aiohttp_server(app[ADMIN_APP])
@@ -105,9 +105,9 @@ async def sidecar_factory(
 async def client_for() -> AsyncIterator[Callable[[TestServer], openai.AsyncOpenAI]]:
     made: list[openai.AsyncOpenAI] = []
 
-    def make(server: TestServer) -> openai.AsyncOpenAI:
+    def make(server: TestServer, api_key: str = "client-key") -> openai.AsyncOpenAI:
         client = openai.AsyncOpenAI(
-            base_url=str(server.make_url("/v1")), api_key="client-key", max_retries=0
+            base_url=str(server.make_url("/v1")), api_key=api_key, max_retries=0
         )
         made.append(client)
         return client
@@ -130,6 +130,15 @@ async def wait_until_answered_by(client: openai.AsyncOpenAI, name: str, within: 
         if await answered_by(client) == name:
             return time.monotonic() - start
     raise AssertionError(f"{name!r} did not answer within {within}s")
+
+
+async def accepted(client: openai.AsyncOpenAI) -> bool:
+    """Whether the sidecar lets *client*'s key through (False: 401)."""
+    try:
+        await answered_by(client)
+    except openai.AuthenticationError:
+        return False
+    return True
 
 
 async def admin_policy(server: TestServer) -> dict[str, object]:
@@ -179,6 +188,40 @@ async def test_invalid_edit_is_refused_and_the_last_good_policy_keeps_serving(
         "60 is not a duration (expected e.g. 250ms, 2s, 1m)"
     ]
     assert await answered_by(client) == "a"
+
+
+@pytest.mark.parametrize("reload", ["SIGHUP", "poll", "file event"])
+async def test_a_rotated_keys_file_takes_effect_on_reload(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    urls: dict[str, str],
+    sidecar_factory,
+    client_for,
+    reload: str,
+) -> None:
+    if reload == "file event":  # in the watched policy directory (not a *.yaml file)
+        (tmp_path / "keys").mkdir()
+        keys = tmp_path / "keys" / "clients.txt"
+    else:  # outside it: only the poll (or SIGHUP) sees it change
+        keys = tmp_path_factory.mktemp("secret") / "clients.txt"
+    keys.write_text("key-A-0123456789\n")
+    access = f"    access: {{keys_file: '{keys}'}}\n"
+    (tmp_path / "chat.yaml").write_text(policy_text(urls, "a") + access)
+    sidecar = await sidecar_factory(tmp_path, poll_interval=0.05 if reload == "poll" else 3600)
+    old, new = client_for(sidecar, "key-A-0123456789"), client_for(sidecar, "key-B-9876543210")
+    assert await answered_by(old) == "a"
+    assert not await accepted(new)
+
+    keys.write_text("# A revoked\nkey-B-9876543210\n")
+    if reload == "SIGHUP":
+        assert sidecar.app[STORE].reload("SIGHUP").outcome == "loaded"
+    deadline = time.monotonic() + 3.0
+    while await accepted(old) and time.monotonic() < deadline:
+        pass  # until the poll (every 50 ms) or the file event reloads
+    with pytest.raises(openai.AuthenticationError) as caught:
+        await answered_by(old)
+    assert caught.value.status_code == 401
+    assert await answered_by(new) == "a"
 
 
 async def test_kubernetes_configmap_symlink_swap_is_picked_up(

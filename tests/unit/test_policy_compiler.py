@@ -646,6 +646,24 @@ def test_access_keys_file_that_cannot_be_read_refuses_the_policy(tmp_path: Path)
     assert "routes[0].access.keys_file: cannot read" in message
 
 
+def test_access_keys_file_that_is_not_utf8_refuses_the_policy(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_bytes(b"key-\xff\xfe-12345\n")
+    text = ROUTE + f"    access: {{keys_file: '{keys}'}}\n"
+    (message,) = errors(tmp_path / "p", one(text))
+    assert message.endswith(f"routes[0].access.keys_file: {keys} is not UTF-8 text")
+
+
+def test_keys_files_are_part_of_the_hash(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text("key-one-12345\n")
+    text = ROUTE + f"    access: {{keys_file: '{keys}'}}\n"
+    before = load(tmp_path / "p", one(text)).hash
+    assert load(tmp_path / "p", one(text)).hash == before
+    keys.write_text("key-two-67890\n")
+    assert load(tmp_path / "p", one(text)).hash != before
+
+
 # --- state --------------------------------------------------------------------------------
 
 

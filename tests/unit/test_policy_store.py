@@ -183,3 +183,43 @@ def test_environment_is_the_one_given(tmp_path: Path) -> None:
     assert store.reload().outcome == "loaded"
     assert store.active is not None
     assert store.active.upstreams["a"].url == "http://from-env"
+
+
+# --- files a policy reads besides its own ------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["route", "defaults"])
+def test_a_rewritten_keys_file_is_a_change(
+    harness: Harness, tmp_path_factory: pytest.TempPathFactory, where: str
+) -> None:
+    keys = tmp_path_factory.mktemp("secret") / "keys.txt"  # outside the policy directory
+    keys.write_text("key-a-000001\n")
+    access = f"{{keys_file: '{keys}'}}"
+    if where == "route":
+        harness.write(GOOD.replace("fallback:", f"access: {access}, fallback:"))
+    else:
+        harness.write(GOOD + f"defaults: {{access: {access}}}\n")
+
+    def accepted() -> list[str]:
+        assert harness.store.active is not None
+        return [key.reveal() for key in harness.store.active.routes[0].access.keys]
+
+    first = harness.reload()
+    assert accepted() == ["key-a-000001"]
+    assert harness.reload() == ReloadResult("unchanged", first.hash)
+    keys.write_text("key-b-000002\n")
+    rotated = harness.reload()
+    assert rotated.outcome == "loaded"
+    assert rotated.hash != first.hash
+    assert accepted() == ["key-b-000002"]
+    keys.unlink()  # gone: refused once, the rotated keys stay
+    gone = harness.reload()
+    assert gone.outcome == "refused"
+    assert gone.errors[0].endswith(
+        f"access.keys_file: cannot read {keys}: No such file or directory"
+    )
+    assert harness.reload() == ReloadResult("unchanged", gone.hash, gone.errors)
+    keys.write_text("key-b-000002\n")  # back as it was: nothing to load, nothing wrong
+    assert harness.reload() == ReloadResult("unchanged", rotated.hash)
+    assert harness.store.last_error is None
+    assert accepted() == ["key-b-000002"]
