@@ -24,7 +24,7 @@ class PolicyWatcher:
     """Runs the event watch and the periodic poll until stopped."""
 
     def __init__(
-        self, store: PolicyStore, poll_interval: float = 10.0, debounce_ms: int = 50
+        self, store: PolicyStore[object], poll_interval: float = 10.0, debounce_ms: int = 50
     ) -> None:
         self._store = store
         self._poll_interval = poll_interval

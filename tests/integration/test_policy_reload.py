@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import openai
@@ -24,6 +25,7 @@ from aiohttp.test_utils import TestServer
 from mock_provider.app import create_app as create_mock
 from mock_provider.content import DEFAULT_ANSWER
 from mock_provider.state import MockSettings
+from sidecar import app as sidecar_app
 from sidecar.app import SidecarConfig
 from sidecar.app import create_app as create_sidecar
 from sidecar.state import ADMIN_APP, STORE
@@ -132,6 +134,12 @@ async def wait_until_answered_by(client: openai.AsyncOpenAI, name: str, within: 
     raise AssertionError(f"{name!r} did not answer within {within}s")
 
 
+async def served_by(client: openai.AsyncOpenAI) -> tuple[str, str]:
+    """(which mock answered, the hash of the policy whose runtime served the request)."""
+    raw = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+    return raw.headers["x-mock-name"], raw.headers["x-sidecar-policy"]
+
+
 async def accepted(client: openai.AsyncOpenAI) -> bool:
     """Whether the sidecar lets *client*'s key through (False: 401)."""
     try:
@@ -149,6 +157,26 @@ async def admin_policy(server: TestServer) -> dict[str, object]:
         assert response.status == 200
         body: dict[str, object] = await response.json()
         return body
+
+
+async def serving_a(
+    directory: Path, urls: dict[str, str], sidecar_factory, client_for
+) -> tuple[TestServer, openai.AsyncOpenAI, object]:
+    """A sidecar on a policy routing to mock a: (server, client, the policy's hash)."""
+    (directory / "chat.yaml").write_text(policy_text(urls, "a"))
+    sidecar = await sidecar_factory(directory)
+    client = client_for(sidecar)
+    return sidecar, client, (await admin_policy(sidecar))["hash"]
+
+
+async def refusal_shown(server: TestServer, within: float = 3.0) -> dict[str, object]:
+    """/admin/policy once it shows a refused reload (bounded by *within* seconds)."""
+    deadline = time.monotonic() + within
+    status = await admin_policy(server)
+    while status["last_error"] is None and time.monotonic() < deadline:
+        status = await admin_policy(server)
+    assert isinstance(status["last_error"], dict), "the refused reload never showed"
+    return status
 
 
 async def test_valid_edit_is_live_within_one_second(
@@ -169,25 +197,75 @@ async def test_valid_edit_is_live_within_one_second(
 async def test_invalid_edit_is_refused_and_the_last_good_policy_keeps_serving(
     tmp_path: Path, urls: dict[str, str], sidecar_factory, client_for
 ) -> None:
-    (tmp_path / "chat.yaml").write_text(policy_text(urls, "a"))
-    sidecar = await sidecar_factory(tmp_path)
-    client = client_for(sidecar)
-    good_hash = (await admin_policy(sidecar))["hash"]
+    sidecar, client, good_hash = await serving_a(tmp_path, urls, sidecar_factory, client_for)
 
     broken = policy_text(urls, "b", deadline="60")  # not a duration
     (tmp_path / "chat.yaml").write_text(broken)
-    deadline = time.monotonic() + 2.0
-    status = await admin_policy(sidecar)
-    while status["last_error"] is None and time.monotonic() < deadline:
-        status = await admin_policy(sidecar)
+    status = await refusal_shown(sidecar, within=2.0)
     error = status["last_error"]
-    assert isinstance(error, dict), "the refused reload never showed on /admin/policy"
+    assert isinstance(error, dict)
     assert status["hash"] == good_hash
     assert error["errors"] == [
         f"{tmp_path / 'chat.yaml'}:12:15: routes[0].deadline: "
         "60 is not a duration (expected e.g. 250ms, 2s, 1m)"
     ]
     assert await answered_by(client) == "a"
+
+
+async def test_a_failing_runtime_build_refuses_the_reload_and_the_next_edit_is_live(
+    tmp_path: Path,
+    urls: dict[str, str],
+    sidecar_factory,
+    client_for,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failing = False
+    real_build = sidecar_app.make_runtime
+
+    def make_runtime(*args: Any) -> Any:
+        if failing:
+            raise ValueError("injected build failure")
+        return real_build(*args)
+
+    monkeypatch.setattr(sidecar_app, "make_runtime", make_runtime)
+    sidecar, client, good_hash = await serving_a(tmp_path, urls, sidecar_factory, client_for)
+    assert await served_by(client) == ("a", good_hash)
+
+    failing = True
+    (tmp_path / "chat.yaml").write_text(policy_text(urls, "b"))
+    status = await refusal_shown(sidecar)
+    assert status["hash"] == good_hash
+    assert status["reloads"] == {"loaded": 1, "unchanged": 0, "refused": 1}
+    assert status["last_error"]["errors"] == [
+        "building the runtime failed: ValueError: injected build failure"
+    ]
+    assert await served_by(client) == ("a", good_hash)  # the old policy and its runtime
+
+    failing = False  # the watch survived the failure: the next edit is seen and served
+    (tmp_path / "chat.yaml").write_text(policy_text(urls, "b", deadline="31s"))
+    await wait_until_answered_by(client, "b", within=2.0)
+    status = await admin_policy(sidecar)
+    assert status["last_error"] is None
+    assert await served_by(client) == ("b", status["hash"])
+
+
+async def test_a_redis_url_with_a_bad_port_is_refused_and_the_old_policy_serves(
+    tmp_path: Path, urls: dict[str, str], sidecar_factory, client_for
+) -> None:
+    sidecar, client, good_hash = await serving_a(tmp_path, urls, sidecar_factory, client_for)
+
+    state = "state: {backend: redis, url: 'redis://h:abc'}\n"
+    (tmp_path / "chat.yaml").write_text(policy_text(urls, "b") + state)
+    status = await refusal_shown(sidecar)
+    assert status["hash"] == good_hash
+    assert status["last_error"]["errors"] == [
+        f"{tmp_path / 'chat.yaml'}:15:30: state.url: the port is not a number 0-65535"
+    ]
+    assert await served_by(client) == ("a", good_hash)
+
+    (tmp_path / "chat.yaml").write_text(policy_text(urls, "b"))
+    await wait_until_answered_by(client, "b", within=2.0)
+    assert (await admin_policy(sidecar))["last_error"] is None
 
 
 @pytest.mark.parametrize("reload", ["SIGHUP", "poll", "file event"])
