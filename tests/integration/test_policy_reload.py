@@ -7,6 +7,7 @@ Behaviour is observed the way a user sees it: which mock answered
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -28,6 +29,8 @@ from mock_provider.state import MockSettings
 from sidecar import app as sidecar_app
 from sidecar.app import SidecarConfig
 from sidecar.app import create_app as create_sidecar
+from sidecar.policy.store import PolicyStore, ReloadResult
+from sidecar.policy.watcher import PolicyWatcher
 from sidecar.state import ADMIN_APP, STORE
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -266,6 +269,42 @@ async def test_a_redis_url_with_a_bad_port_is_refused_and_the_old_policy_serves(
     (tmp_path / "chat.yaml").write_text(policy_text(urls, "b"))
     await wait_until_answered_by(client, "b", within=2.0)
     assert (await admin_policy(sidecar))["last_error"] is None
+
+
+@pytest.mark.parametrize("events", [True, False], ids=["file watch", "poll"])
+async def test_the_watcher_survives_a_reload_that_raises(
+    tmp_path: Path, urls: dict[str, str], events: bool
+) -> None:
+    store = PolicyStore(tmp_path, {}, str)
+    calls: list[str] = []
+    called = asyncio.Event()
+    real_reload = store.reload
+
+    def reload(reason: str = "request") -> ReloadResult:
+        calls.append(reason)
+        called.set()
+        if len(calls) == 1:
+            raise ValueError("a reload that raises")
+        return real_reload(reason)
+
+    store.reload = reload  # type: ignore[method-assign]
+    watcher = PolicyWatcher(store, poll_interval=3600 if events else 0.02)
+    watcher.start(events=events)
+    try:
+        for target in ("a", "b"):  # the first reload raises; the second must still come
+            called.clear()
+            seen = len(calls)
+            deadline = time.monotonic() + 3.0
+            while len(calls) == seen and time.monotonic() < deadline:
+                # Rewritten until seen: the watch may not be set up when the test starts.
+                (tmp_path / "chat.yaml").write_text(policy_text(urls, target))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(called.wait(), 0.1)
+            assert len(calls) > seen, f"no reload after {calls}"
+        assert store.active is not None
+        assert store.active.routes[0].fallback[0].upstream.name == "b"
+    finally:
+        await watcher.stop()
 
 
 @pytest.mark.parametrize("reload", ["SIGHUP", "poll", "file event"])
