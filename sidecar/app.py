@@ -16,7 +16,7 @@ from aiohttp import web
 from sidecar import admin, proxy
 from sidecar.lifecycle import Lifecycle
 from sidecar.observability.logs import log_breaker_event
-from sidecar.pipeline.build import Registries, make_runtime
+from sidecar.pipeline.build import Registries, Runtime, make_runtime
 from sidecar.policy.model import PolicySet
 from sidecar.policy.store import PolicyStore
 from sidecar.policy.watcher import PolicyWatcher
@@ -99,8 +99,6 @@ def is_loopback(host: str) -> bool:
 
 def create_app(config: SidecarConfig) -> web.Application:
     app = web.Application(client_max_size=proxy.HARD_BODY_LIMIT)
-    store = PolicyStore(config.policies, config.environ)
-    holder = RuntimeHolder()
     draining = app[LIFECYCLE] = Lifecycle()
     registries = Registries(
         config.clock, BreakerRegistry(config.clock), rng=random.Random(config.seed)
@@ -108,6 +106,19 @@ def create_app(config: SidecarConfig) -> web.Application:
     registries.breakers.listeners.append(log_breaker_event)
     shared = registries.shared
     assert shared is not None
+    pools = app[POOLS] = UpstreamPools()
+
+    def build(policy: PolicySet) -> Runtime:
+        """The runtime of *policy*; a failed build leaves the shared-state choice as it was."""
+        before = shared.current
+        try:
+            return make_runtime(policy, registries, pools)
+        except BaseException:
+            shared.current = before
+            raise
+
+    store = PolicyStore(config.policies, config.environ, build)
+    holder = RuntimeHolder(store)
     registries.metrics.watch(
         store,
         registries.breakers,
@@ -123,12 +134,6 @@ def create_app(config: SidecarConfig) -> web.Application:
     app[ADMIN_APP] = admin.create_admin_app(app, config.admin_token)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        pools = app[POOLS] = UpstreamPools()
-
-        def activate(policy: PolicySet) -> None:
-            holder.current = make_runtime(policy, registries, pools)
-
-        store.on_swap(activate)
         result = store.reload("startup")
         if result.outcome == "refused":
             log.error("starting without a policy: every request gets 503 until it is fixed")

@@ -12,15 +12,21 @@ from sidecar.policy.store import PolicyStore
 
 
 class RuntimeHolder:
-    """The one reference the request path reads; replaced whole on every policy swap."""
+    """The request path's view of the store: the runtime that was swapped in together with
+    the policy ``/admin/policy`` shows (one reference, so the two never disagree)."""
 
-    __slots__ = ("current",)
+    __slots__ = ("_store",)
 
-    def __init__(self) -> None:
-        self.current: Runtime | None = None
+    def __init__(self, store: PolicyStore[Runtime]) -> None:
+        self._store = store
+
+    @property
+    def current(self) -> Runtime | None:
+        active = self._store.current
+        return active.runtime if active is not None else None
 
 
-STORE: Final = web.AppKey("policy_store", PolicyStore)
+STORE: Final = web.AppKey("policy_store", PolicyStore[Runtime])
 HOLDER: Final = web.AppKey("runtime_holder", RuntimeHolder)
 REGISTRIES: Final = web.AppKey("registries", Registries)
 LIFECYCLE: Final = web.AppKey("lifecycle", Lifecycle)

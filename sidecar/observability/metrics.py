@@ -202,7 +202,7 @@ class Metrics:
 
     def watch(
         self,
-        store: PolicyStore,
+        store: PolicyStore[object],
         breakers: BreakerRegistry,
         in_flight: Callable[[], int],
         shared: Callable[[], bool | None] = lambda: None,
@@ -240,7 +240,7 @@ class Metrics:
 class _StateCollector(Collector):
     def __init__(
         self,
-        store: PolicyStore,
+        store: PolicyStore[object],
         breakers: BreakerRegistry,
         label: Callable[[str], str],
         in_flight: Callable[[], int],

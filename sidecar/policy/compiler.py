@@ -9,10 +9,10 @@ run; the result is compiled into the frozen objects of ``sidecar.policy.model``.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path as FsPath
 from typing import Literal, cast
+from urllib.parse import urlsplit
 
 from sidecar.policy.errors import Issue, Path, PolicyError
 from sidecar.policy.model import (
@@ -47,7 +47,7 @@ from sidecar.policy.model import (
     Validation,
     Window,
 )
-from sidecar.policy.source import Document
+from sidecar.policy.source import Document, InputFile
 from sidecar.policy.units import format_duration, parse_duration, parse_ratio, parse_size
 from sidecar.typedefs import JSON as Tree  # a policy file's mapping, as parsed
 from sidecar.typedefs import WireFormat
@@ -76,8 +76,27 @@ class _Checker:
             self.issues.append(source.document.issue(("routes", source.index), message))
 
 
-def compile_policy(documents: list[Document], content_hash: str) -> PolicySet:
-    """Merge schema-valid *documents* into a PolicySet or raise PolicyError with every issue."""
+def input_paths(documents: list[Document]) -> list[str]:
+    """The files schema-valid *documents* read besides themselves (``access.keys_file``,
+    in ``defaults`` and in routes), in order; they are part of the content hash."""
+    paths: list[str] = []
+    for document in documents:
+        data = cast(Tree, document.data)
+        defaults = cast(Tree, data.get("defaults", {}))
+        for tree in [defaults, *cast(list[Tree], data.get("routes", []))]:
+            path = cast(Tree, tree.get("access", {})).get("keys_file")
+            if isinstance(path, str):
+                paths.append(path)
+    return paths
+
+
+def compile_policy(
+    documents: list[Document], content_hash: str, inputs: Iterable[InputFile]
+) -> PolicySet:
+    """Merge schema-valid *documents* into a PolicySet or raise PolicyError with every issue.
+
+    *inputs* are the files of ``input_paths(documents)``, already read (and hashed)."""
+    read = {extra.path: extra for extra in inputs}
     issues: list[Issue] = []
     upstreams: dict[str, Upstream] = {}
     upstream_files: dict[str, str] = {}
@@ -130,6 +149,7 @@ def compile_policy(documents: list[Document], content_hash: str) -> PolicySet:
             upstreams,
             source,
             checker,
+            read,
         )
         if route is not None:
             for earlier in compiled:
@@ -153,12 +173,23 @@ def _state(document: Document, spec: Tree, issues: list[Issue]) -> StateBackend:
     url = cast(str | None, spec.get("url"))
     if backend == "redis" and not url:
         issues.append(document.issue(("state",), "backend redis needs a url (e.g. ${REDIS_URL})"))
+    elif backend == "redis" and url and not _port_ok(url):
+        # Found here, not when the Redis client is built; the text is not echoed (secret).
+        issues.append(document.issue(("state", "url"), "the port is not a number 0-65535"))
     return StateBackend(
         backend=backend,
         url=Secret(url) if url else None,
         prefix=cast(str, spec.get("prefix", "sidecar")),
         timeout=_seconds(spec, "timeout", 0.05),
     )
+
+
+def _port_ok(url: str) -> bool:
+    try:
+        urlsplit(url).port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        return False
+    return True
 
 
 def _rate_limit(spec: Tree | None) -> RateLimit | None:
@@ -188,7 +219,11 @@ def _cache(spec: Tree | None) -> Cache:
 
 
 def _route(
-    tree: Tree, upstreams: Mapping[str, Upstream], source: _RouteSource, checker: _Checker
+    tree: Tree,
+    upstreams: Mapping[str, Upstream],
+    source: _RouteSource,
+    checker: _Checker,
+    inputs: Mapping[str, InputFile],
 ) -> Route | None:
     before = len(checker.issues)
     deadline = _seconds(tree, "deadline", 60.0)
@@ -270,7 +305,7 @@ def _route(
             target=cast(Literal["next", "same"], continuation.get("target", "next")),
         ),
         access=Access(
-            keys=_access_keys(access, source, checker),
+            keys=_access_keys(access, source, checker, inputs),
             localhost_only=cast(bool, access.get("localhost_only", False)),
         ),
         rate_limit=_rate_limit(cast(Tree | None, tree.get("rate_limit"))),
@@ -378,14 +413,20 @@ def _hedge(
     return Hedge(after)
 
 
-def _access_keys(access: Tree, source: _RouteSource, checker: _Checker) -> tuple[Secret, ...]:
+def _access_keys(
+    access: Tree, source: _RouteSource, checker: _Checker, inputs: Mapping[str, InputFile]
+) -> tuple[Secret, ...]:
     keys = [Secret(key) for key in cast(list[str], access.get("keys", []))]
     path = access.get("keys_file")
     if isinstance(path, str):
+        keys_file = inputs[path]  # read (and hashed) by the loader: see input_paths
+        if keys_file.raw is None:
+            checker.at(source, ("access", "keys_file"), f"cannot read {path}: {keys_file.error}")
+            return ()
         try:
-            lines = FsPath(path).read_text("utf-8").splitlines()
-        except OSError as exc:
-            checker.at(source, ("access", "keys_file"), f"cannot read {path}: {exc.strerror}")
+            lines = keys_file.raw.decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            checker.at(source, ("access", "keys_file"), f"{path} is not UTF-8 text")
             return ()
         found = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
         if not found:

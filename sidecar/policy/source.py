@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Final
@@ -73,11 +73,36 @@ def read_files(directory: FsPath) -> list[tuple[str, bytes]]:
     return files
 
 
-def content_hash(files: list[tuple[str, bytes]]) -> str:
-    """A short hash of names and contents; equal hashes mean nothing changed."""
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """A file a policy reads besides its own (``access.keys_file``): its bytes, or why not."""
+
+    path: str
+    raw: bytes | None
+    error: str | None = None  # the OS's reason when it cannot be read
+
+
+def read_inputs(paths: Iterable[str]) -> tuple[InputFile, ...]:
+    """Read each of *paths* once (in order, duplicates dropped); unreadable ones say why."""
+    found = []
+    for path in dict.fromkeys(paths):
+        try:
+            found.append(InputFile(path, FsPath(path).read_bytes()))
+        except OSError as exc:
+            found.append(InputFile(path, None, exc.strerror or type(exc).__name__))
+    return tuple(found)
+
+
+def content_hash(files: list[tuple[str, bytes]], inputs: Iterable[InputFile] = ()) -> str:
+    """A short hash of names and contents, input files included; equal hashes mean
+    nothing changed. Policy files count by name (a ConfigMap's ``..data`` swap keeps
+    them), input files by their full path."""
     digest = hashlib.sha256()
     for name, raw in files:
         digest.update(FsPath(name).name.encode() + b"\0" + raw + b"\0")
+    for extra in inputs:
+        content = extra.raw if extra.raw is not None else f"\1{extra.error}".encode()
+        digest.update(b"\2" + extra.path.encode() + b"\0" + content + b"\0")
     return digest.hexdigest()[:12]
 
 

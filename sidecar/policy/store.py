@@ -1,28 +1,36 @@
-"""The active policy: one reference, swapped atomically; the last good one kept on error.
+"""The active policy and its runtime: one reference, swapped whole; the last good one kept.
 
-Theory of operation: ``reload()`` reads every file, hashes the bytes, and does
-nothing when the hash equals the active one (or the last refused one). A new
-hash is loaded and compiled in full; on success the reference is swapped in
-one assignment (requests already running hold the object they started with),
-on failure the previous policy keeps serving and the error is recorded.
+Theory of operation: ``reload()`` reads every policy file and the files the
+active policy reads besides them (``access.keys_file``), hashes the bytes, and
+does nothing when the hash equals the active one (or the last refused one). A
+new hash is a transaction: parse, compile, and build the runtime (``build``,
+given by the app); only when all of it succeeded are policy and runtime swapped
+in one assignment (requests already running hold the runtime they started
+with). Any exception on the way refuses the reload: the old pair keeps serving,
+the error is recorded for ``/admin/policy`` and logged once, secrets scrubbed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
+from sidecar.policy.compiler import compile_policy, input_paths
 from sidecar.policy.errors import PolicyError
-from sidecar.policy.loader import load_files
+from sidecar.policy.loader import parse_files
 from sidecar.policy.model import PolicySet
-from sidecar.policy.source import content_hash, read_files
+from sidecar.policy.redaction import scrub
+from sidecar.policy.source import content_hash, read_files, read_inputs
 
 log = logging.getLogger("sidecar.policy")
 ReloadOutcome = Literal["loaded", "unchanged", "refused"]
+R_co = TypeVar("R_co", covariant=True)  # what the app builds from a policy (its Runtime)
+MAX_MESSAGE = 500  # characters of an unexpected exception's message kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,58 +47,69 @@ class ReloadResult:
     errors: tuple[str, ...] = ()
 
 
-class PolicyStore:
-    """Holds the active PolicySet and the reload status shown by ``/admin/policy``."""
+@dataclass(frozen=True, slots=True)
+class Active(Generic[R_co]):
+    """A policy and the runtime built from it: always swapped together."""
+
+    policy: PolicySet
+    runtime: R_co
+    inputs: tuple[str, ...]  # files read besides the policy's own, re-read by every reload
+
+
+class PolicyStore(Generic[R_co]):
+    """Holds the active policy and runtime, and the reload status shown by ``/admin/policy``."""
 
     def __init__(
         self,
         directory: Path,
         environ: Mapping[str, str],
+        build: Callable[[PolicySet], R_co],
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = directory
         self._environ = environ
+        self._build = build
         self._wall_clock = wall_clock
-        self._active: PolicySet | None = None
+        self._current: Active[R_co] | None = None
         self.loaded_at: float | None = None
         self.last_error: ReloadError | None = None
+        self._refused_inputs: tuple[str, ...] = ()
         self.counts: dict[ReloadOutcome, int] = {"loaded": 0, "unchanged": 0, "refused": 0}
-        self._listeners: list[Callable[[PolicySet], None]] = []
+
+    @property
+    def current(self) -> Active[R_co] | None:
+        """The active policy and runtime (read once: the two always belong together)."""
+        return self._current
 
     @property
     def active(self) -> PolicySet | None:
-        return self._active
-
-    def on_swap(self, listener: Callable[[PolicySet], None]) -> None:
-        """Call *listener* with each newly activated policy (after the swap)."""
-        self._listeners.append(listener)
+        return self._current.policy if self._current is not None else None
 
     def reload(self, reason: str = "request") -> ReloadResult:
-        """Re-read the directory; swap in the new policy if it changed and is valid."""
+        """Re-read the directory; swap in the new policy and runtime if it changed and
+        every step succeeded. Never raises an ``Exception``: a failure is a refusal."""
         digest: str | None = None
+        paths: tuple[str, ...] = ()
+        policy: PolicySet | None = None
         try:
             files = read_files(self.directory)
+            unchanged = self._unchanged(files)
+            if unchanged is not None:
+                return self._count(unchanged)
             digest = content_hash(files)
-            if self._active is not None and digest == self._active.hash:
-                self.last_error = None  # a bad edit was reverted: nothing is wrong any more
-                return self._count(ReloadResult("unchanged", digest))
-            if self.last_error is not None and digest == self.last_error.hash:
-                return self._count(ReloadResult("unchanged", digest, self.last_error.errors))
-            policy = load_files(files, digest, self._environ)
+            documents = parse_files(files, self._environ)
+            paths = tuple(input_paths(documents))
+            inputs = read_inputs(paths)
+            digest = content_hash(files, inputs)
+            policy = compile_policy(documents, digest, inputs)
+            runtime = self._build(policy)
         except PolicyError as error:
             errors = tuple(str(issue) for issue in error.issues)
-            self.last_error = ReloadError(digest, self._wall_clock(), errors)
-            log.error(
-                {
-                    "event": "policy_refused",
-                    "reason": reason,
-                    "kept": self._active.hash if self._active else None,
-                    "errors": list(errors),
-                }
-            )
-            return self._count(ReloadResult("refused", digest, errors))
-        previous = self._active
-        self._active = policy
+            return self._refuse(reason, digest, paths, errors)
+        except Exception as error:  # any failure refuses the reload
+            return self._refuse(reason, digest, paths, (_describe(error, policy),), where(error))
+        previous = self._current
+        self._current = Active(policy, runtime, paths)
         self.loaded_at = self._wall_clock()
         self.last_error = None
         log.info(
@@ -99,16 +118,70 @@ class PolicyStore:
                 "hash": digest,
                 "reason": reason,
                 "files": len(policy.files),
-                **diff(previous, policy),
+                **diff(previous.policy if previous else None, policy),
             }
         )
-        for listener in self._listeners:
-            listener(policy)
         return self._count(ReloadResult("loaded", digest))
+
+    def _unchanged(self, files: list[tuple[str, bytes]]) -> ReloadResult | None:
+        """The result when *files* (with the input files read last time) hash as the active
+        policy or the last refused one did; None when something changed."""
+        current, refused = self._current, self.last_error
+        if current is not None and _same(files, current.inputs, current.policy.hash):
+            self.last_error = None  # a bad edit was reverted: nothing is wrong any more
+            return ReloadResult("unchanged", current.policy.hash)
+        if refused is not None and _same(files, self._refused_inputs, refused.hash):
+            return ReloadResult("unchanged", refused.hash, refused.errors)
+        return None
+
+    def _refuse(
+        self,
+        reason: str,
+        digest: str | None,
+        paths: tuple[str, ...],
+        errors: tuple[str, ...],
+        location: str | None = None,
+    ) -> ReloadResult:
+        self.last_error = ReloadError(digest, self._wall_clock(), errors)
+        self._refused_inputs = paths
+        record: dict[str, object] = {
+            "event": "policy_refused",
+            "reason": reason,
+            "hash": digest,
+            "kept": self._current.policy.hash if self._current else None,
+            "errors": list(errors),
+        }
+        if location is not None:
+            record["where"] = location
+        log.error(record)
+        return self._count(ReloadResult("refused", digest, errors))
 
     def _count(self, result: ReloadResult) -> ReloadResult:
         self.counts[result.outcome] += 1
         return result
+
+
+def _same(files: list[tuple[str, bytes]], inputs: tuple[str, ...], digest: str | None) -> bool:
+    return digest is not None and content_hash(files, read_inputs(inputs)) == digest
+
+
+def _describe(error: Exception, policy: PolicySet | None) -> str:
+    """One line for an unexpected failure; its message only once the policy's secrets are
+    known (they are scrubbed from it), bounded."""
+    stage = "building the runtime" if policy is not None else "loading the policy"
+    if policy is None:
+        return f"{stage} failed: {type(error).__name__}"
+    message = scrub(" ".join(str(error).split()), policy)[:MAX_MESSAGE]
+    return f"{stage} failed: {type(error).__name__}: {message}"
+
+
+def where(error: Exception) -> str | None:
+    """file:line in function of the innermost frame (a bug report's first clue)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return None
+    frame = frames[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
 
 
 def diff(old: PolicySet | None, new: PolicySet) -> dict[str, list[str]]:

@@ -4,7 +4,13 @@ Kubernetes updates a ConfigMap volume by writing a new timestamped directory
 and renaming a ``..data`` symlink over the old one; a watch on one file goes
 blind after the first swap. So the whole directory is watched recursively, any
 event triggers a full re-read, and the store's content hash decides whether
-anything changed. A slow periodic poll catches filesystems without events.
+anything changed. A slow periodic poll catches filesystems without events, and
+files a policy reads from outside its directory (``access.keys_file``): those
+are not watched for events, their bytes are part of the hash every poll checks.
+
+Both loops are supervised: a reload that raises (the store refuses rather than
+raise, so this is a bug) is logged and the loops go on; a watch that fails is
+restarted after a poll interval.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import logging
 
 from watchfiles import awatch
 
-from sidecar.policy.store import PolicyStore
+from sidecar.policy.store import PolicyStore, where
 
 log = logging.getLogger("sidecar.policy")
 
@@ -24,7 +30,7 @@ class PolicyWatcher:
     """Runs the event watch and the periodic poll until stopped."""
 
     def __init__(
-        self, store: PolicyStore, poll_interval: float = 10.0, debounce_ms: int = 50
+        self, store: PolicyStore[object], poll_interval: float = 10.0, debounce_ms: int = 50
     ) -> None:
         self._store = store
         self._poll_interval = poll_interval
@@ -58,10 +64,12 @@ class PolicyWatcher:
                     stop_event=self._stop,
                     recursive=True,
                 ):
-                    self._store.reload("file change")
-            except (FileNotFoundError, RuntimeError, OSError) as exc:
+                    self._reload("file change")
+            except Exception as exc:  # the watch must outlive any failure
                 # The directory may vanish for a moment; the poll keeps working meanwhile.
-                log.warning("policy watch on %s failed (%s); retrying", directory, exc)
+                log.warning(
+                    "policy watch on %s failed (%s); retrying", directory, type(exc).__name__
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self._poll_interval)
 
@@ -70,4 +78,17 @@ class PolicyWatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self._poll_interval)
             if not self._stop.is_set():
-                self._store.reload("poll")
+                self._reload("poll")
+
+    def _reload(self, reason: str) -> None:
+        try:
+            self._store.reload(reason)
+        except Exception as exc:  # logged; the next event or poll tries again
+            log.error(
+                {
+                    "event": "policy_reload_failed",
+                    "reason": reason,
+                    "error": type(exc).__name__,
+                    "where": where(exc),
+                }
+            )

@@ -47,7 +47,7 @@ garbage = (
 def load(raw: bytes) -> PolicySet | None:
     """Load *raw* as one policy file; None when refused with well-located issues."""
     try:
-        return load_files([(NAME, raw)], "fuzz", {})
+        return load_files([(NAME, raw)], {})
     except PolicyError as error:
         issues = error.issues
     assert issues

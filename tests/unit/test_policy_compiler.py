@@ -644,3 +644,40 @@ def test_access_keys_file_that_cannot_be_read_refuses_the_policy(tmp_path: Path)
     text = ROUTE + f"    access: {{keys_file: '{tmp_path / 'missing'}'}}\n"
     (message,) = errors(tmp_path / "p", one(text))
     assert "routes[0].access.keys_file: cannot read" in message
+
+
+def test_access_keys_file_that_is_not_utf8_refuses_the_policy(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_bytes(b"key-\xff\xfe-12345\n")
+    text = ROUTE + f"    access: {{keys_file: '{keys}'}}\n"
+    (message,) = errors(tmp_path / "p", one(text))
+    assert message.endswith(f"routes[0].access.keys_file: {keys} is not UTF-8 text")
+
+
+def test_keys_files_are_part_of_the_hash(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text("key-one-12345\n")
+    text = ROUTE + f"    access: {{keys_file: '{keys}'}}\n"
+    before = load(tmp_path / "p", one(text)).hash
+    assert load(tmp_path / "p", one(text)).hash == before
+    keys.write_text("key-two-67890\n")
+    assert load(tmp_path / "p", one(text)).hash != before
+
+
+# --- state --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["redis://h:abc", "redis://:pass-word@h:99999/0", "rediss://h:6x"])
+def test_state_url_with_a_bad_port_is_refused_without_echoing_it(tmp_path: Path, url: str) -> None:
+    state = f"state: {{backend: redis, url: '{url}'}}\n"
+    (message,) = errors(tmp_path, one(ROUTE + state))
+    assert message == "p.yaml:9:30: state.url: the port is not a number 0-65535"
+    assert url not in message
+
+
+@pytest.mark.parametrize("url", ["redis://h:6379/0", "redis://h", "unix:///run/redis.sock"])
+def test_state_url_ports_that_parse_are_accepted(tmp_path: Path, url: str) -> None:
+    state = f"state: {{backend: redis, url: '{url}'}}\n"
+    policy = load(tmp_path, one(ROUTE + state))
+    assert policy.state.url is not None
+    assert policy.state.url.reveal() == url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,21 @@ BAD_ERROR = "policy.yaml:5:77: routes[0].fallback[0].upstream: unknown upstream 
 
 
 class Harness:
+    """A store whose runtime is a string naming the policy; ``failure`` makes builds raise."""
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.store = PolicyStore(directory, {}, wall_clock=lambda: 1000.0)
-        self.swapped: list[PolicySet] = []
-        self.store.on_swap(self.swapped.append)
+        self.store = PolicyStore(directory, {}, self.build, wall_clock=lambda: 1000.0)
+        self.swapped: list[PolicySet] = []  # every policy built (and so swapped in)
+        self.failure: Exception | None = None
+        self.attempts = 0
+
+    def build(self, policy: PolicySet) -> str:
+        self.attempts += 1
+        if self.failure is not None:
+            raise self.failure
+        self.swapped.append(policy)
+        return f"runtime of {policy.hash}"
 
     def write(self, text: str, name: str = "policy.yaml") -> None:
         (self.directory / name).write_text(text)
@@ -179,7 +190,120 @@ def test_adding_a_file_is_a_change(harness: Harness) -> None:
 
 def test_environment_is_the_one_given(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(GOOD.replace("http://a", "'${A_URL}'"))
-    store = PolicyStore(tmp_path, {"A_URL": "http://from-env"}, wall_clock=lambda: 1000.0)
+    store = PolicyStore(tmp_path, {"A_URL": "http://from-env"}, str, wall_clock=lambda: 1000.0)
     assert store.reload().outcome == "loaded"
     assert store.active is not None
     assert store.active.upstreams["a"].url == "http://from-env"
+
+
+# --- transactional reload: the runtime is built before the swap -------------------------
+
+
+def test_a_failing_build_refuses_the_reload_and_keeps_policy_and_runtime(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness.write(GOOD)
+    harness.reload()
+    good = harness.store.current
+    assert good is not None
+    assert good.runtime == f"runtime of {good.policy.hash}"
+    harness.failure = ValueError("Port could not be\n cast to integer")
+    harness.write(BETTER)
+    with caplog.at_level(logging.ERROR, "sidecar.policy"):
+        result = harness.reload()
+    assert result.outcome == "refused"
+    assert result.errors == (
+        "building the runtime failed: ValueError: Port could not be cast to integer",
+    )
+    assert harness.store.current is good  # the policy and its runtime, unchanged together
+    assert harness.store.active is good.policy
+    assert harness.store.last_error == ReloadError(result.hash, 1000.0, result.errors)
+    (record,) = caplog.records  # one record, no traceback
+    assert record.exc_info is None
+    assert isinstance(record.msg, dict)
+    assert record.msg["kept"] == good.policy.hash
+    assert record.msg["where"].startswith("test_policy_store.py:")
+    # The same content is not built again at every poll...
+    assert harness.reload() == ReloadResult("unchanged", result.hash, result.errors)
+    assert harness.attempts == 2
+    # ...and the next edit, once it builds, is live.
+    harness.failure = None
+    harness.write(BETTER.replace("http://a", "http://a2"))
+    fixed = harness.reload()
+    assert fixed.outcome == "loaded"
+    assert harness.store.current is not None
+    assert harness.store.current.runtime == f"runtime of {fixed.hash}"
+    assert harness.store.last_error is None
+
+
+def test_a_build_error_never_echoes_a_secret(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk-live-4f3c2b1a"
+    harness.write(
+        GOOD.replace("format: openai}", f"format: openai, auth: {{header: k, value: {secret}}}}}")
+    )
+    harness.failure = RuntimeError(f"upstream a rejected header k={secret}")
+    with caplog.at_level(logging.ERROR, "sidecar.policy"):
+        result = harness.reload()
+    assert result.errors == (
+        "building the runtime failed: RuntimeError: upstream a rejected header k=***redacted***",
+    )
+    assert secret not in caplog.text
+
+
+def test_an_unexpected_error_while_loading_is_a_refusal_without_its_message(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness.write(GOOD)
+    harness.reload()
+    good = harness.store.current
+
+    def broken(*args: object) -> PolicySet:
+        raise KeyError("value-from-the-file")
+
+    monkeypatch.setattr("sidecar.policy.store.compile_policy", broken)
+    harness.write(BETTER)
+    result = harness.reload()
+    assert result.errors == ("loading the policy failed: KeyError",)
+    assert harness.store.current is good
+
+
+# --- files a policy reads besides its own ------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["route", "defaults"])
+def test_a_rewritten_keys_file_is_a_change(
+    harness: Harness, tmp_path_factory: pytest.TempPathFactory, where: str
+) -> None:
+    keys = tmp_path_factory.mktemp("secret") / "keys.txt"  # outside the policy directory
+    keys.write_text("key-a-000001\n")
+    access = f"{{keys_file: '{keys}'}}"
+    if where == "route":
+        harness.write(GOOD.replace("fallback:", f"access: {access}, fallback:"))
+    else:
+        harness.write(GOOD + f"defaults: {{access: {access}}}\n")
+
+    def accepted() -> list[str]:
+        assert harness.store.active is not None
+        return [key.reveal() for key in harness.store.active.routes[0].access.keys]
+
+    first = harness.reload()
+    assert accepted() == ["key-a-000001"]
+    assert harness.reload() == ReloadResult("unchanged", first.hash)
+    keys.write_text("key-b-000002\n")
+    rotated = harness.reload()
+    assert rotated.outcome == "loaded"
+    assert rotated.hash != first.hash
+    assert accepted() == ["key-b-000002"]
+    keys.unlink()  # gone: refused once, the rotated keys stay
+    gone = harness.reload()
+    assert gone.outcome == "refused"
+    assert gone.errors[0].endswith(
+        f"access.keys_file: cannot read {keys}: No such file or directory"
+    )
+    assert harness.reload() == ReloadResult("unchanged", gone.hash, gone.errors)
+    keys.write_text("key-b-000002\n")  # back as it was: nothing to load, nothing wrong
+    assert harness.reload() == ReloadResult("unchanged", rotated.hash)
+    assert harness.store.last_error is None
+    assert accepted() == ["key-b-000002"]
