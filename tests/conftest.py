@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
 import ssl
 import time
 import uuid
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
+from redis_support import REDIS_URL, redis_unavailable
 
 from mock_provider.app import create_app
 from mock_provider.state import MockSettings
@@ -43,14 +43,6 @@ MESSAGES = [{"role": "user", "content": "Say something, please"}]
 MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-6"}
 
 MockServerFactory = Callable[..., Awaitable[TestServer]]
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def redis_unavailable(reason: str) -> None:
-    """Skip a Redis test where none answers, except under CI=true: there it is a failure."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: the Redis tests must run)")
-    pytest.skip(reason)
 
 
 @pytest.fixture

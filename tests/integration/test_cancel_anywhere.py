@@ -33,6 +33,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
+from redis_support import REDIS_URL
 
 from mock_provider.app import create_app as create_mock
 from mock_provider.control import FailureConfig
@@ -317,8 +318,6 @@ REDIS_CASES = [
 async def test_cancel_anywhere_with_state_on_redis(
     make_stack: Callable[..., Awaitable[Stack]], redis_prefix: str, case: str
 ) -> None:
-    from conftest import REDIS_URL
-
     route, stream, at, script_a, script_b = CASES[case]
     state = f'state: {{backend: redis, url: "{REDIS_URL}", prefix: "{redis_prefix}"}}'
     s = await make_stack(state)

@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 import redis
 from aiohttp.test_utils import TestServer
-from conftest import REDIS_URL, redis_unavailable
+from redis_support import REDIS_URL, redis_unavailable
 
 from mock_provider.app import create_app as create_mock
 from mock_provider.state import MockSettings
