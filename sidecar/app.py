@@ -14,6 +14,7 @@ from typing import Final
 from aiohttp import web
 
 from sidecar import admin, proxy
+from sidecar.body import HARD_BODY_LIMIT
 from sidecar.lifecycle import Lifecycle
 from sidecar.observability.logs import log_breaker_event
 from sidecar.pipeline.build import Registries, Runtime, make_runtime
@@ -78,11 +79,13 @@ class SidecarConfig:
             )
 
 
-def server_options(config: SidecarConfig) -> dict[str, float | int]:
-    """The main port's server settings (``web.AppRunner`` keywords): head size limits and
-    the slow-client timeout for request heads (aiohttp's keep-alive timer, which runs from
-    the connection's start and is not reset by bytes that do not complete a request)."""
+def server_options(config: SidecarConfig) -> dict[str, float | int | bool]:
+    """The main port's server settings (``web.AppRunner`` keywords): head size limits, the
+    slow-client timeout for request heads (aiohttp's keep-alive timer, which runs from
+    the connection's start and is not reset by bytes that do not complete a request), and
+    no automatic request decompression: ``sidecar.body`` decodes, with its own caps."""
     return {
+        "auto_decompress": False,
         "keepalive_timeout": config.header_timeout,
         "max_line_size": MAX_LINE_SIZE,
         "max_field_size": MAX_FIELD_SIZE,
@@ -98,7 +101,7 @@ def is_loopback(host: str) -> bool:
 
 
 def create_app(config: SidecarConfig) -> web.Application:
-    app = web.Application(client_max_size=proxy.HARD_BODY_LIMIT)
+    app = web.Application(client_max_size=HARD_BODY_LIMIT)
     draining = app[LIFECYCLE] = Lifecycle()
     registries = Registries(
         config.clock, BreakerRegistry(config.clock), rng=random.Random(config.seed)

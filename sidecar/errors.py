@@ -22,6 +22,7 @@ class SidecarError(Exception):
     type = "server_error"
     code = "internal_error"
     retry_after: int | None = None  # seconds, sent as Retry-After when set
+    headers: tuple[tuple[str, str], ...] = ()  # further response headers
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -39,6 +40,16 @@ class NoRoute(SidecarError):
 
 class BodyTooLarge(SidecarError):
     status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class UnsupportedEncoding(SidecarError):
+    """A request Content-Encoding the sidecar cannot decode: 415 naming the ones it can."""
+
+    status, type, code = 415, "invalid_request_error", "unsupported_content_encoding"
+
+    def __init__(self, message: str, accepted: str) -> None:
+        super().__init__(message)
+        self.headers = (("Accept-Encoding", accepted),)  # RFC 9110, section 15.5.16
 
 
 class BodyTimeout(SidecarError):
@@ -111,4 +122,6 @@ def error_response(error: SidecarError, fmt: WireFormat, request_id: str) -> web
     response.headers["x-request-id"] = request_id
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)
+    for name, value in error.headers:
+        response.headers[name] = value
     return response

@@ -28,6 +28,9 @@ _NOT_FORWARDED: Final = frozenset(
         "host",
         "content-length",
         "accept-encoding",
+        # The body goes upstream as identity: sidecar.body decodes every coding it
+        # accepts and refuses the rest, so the client's coding no longer describes it.
+        "content-encoding",
         # The client does not get to tell the upstream (or a gateway in front of it)
         # which host or path it asked for: some proxies route or authorise by these.
         "x-forwarded-host",

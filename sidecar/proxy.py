@@ -17,8 +17,9 @@ import uuid
 from typing import Final
 
 import orjson
-from aiohttp import StreamReader, web
+from aiohttp import web
 
+from sidecar.body import read_body
 from sidecar.errors import (
     BodyTimeout,
     BodyTooLarge,
@@ -34,12 +35,10 @@ from sidecar.errors import (
 from sidecar.observability.logs import log_request
 from sidecar.pipeline.build import Runtime
 from sidecar.pipeline.call import Call
-from sidecar.policy.model import PolicySet
-from sidecar.state import BODY_TIMEOUT, HOLDER, LIFECYCLE, REGISTRIES
+from sidecar.state import HOLDER, LIFECYCLE, REGISTRIES
 
 log = logging.getLogger("sidecar")
 REQUEST_ID: Final = web.RequestKey("request_id", str)
-HARD_BODY_LIMIT: Final = 64 * 1024 * 1024
 _MAX_ID_LENGTH: Final = 128
 
 
@@ -155,7 +154,7 @@ async def _handle(
     """Intake: check the path, read and parse the body, pick the route, hand over."""
     policy = runtime.policy
     check_path(request.path, request.raw_path)
-    body = await _read_body(request, policy)
+    body = await read_body(request, policy)
     parsed = _parse(body, request)
     raw_model = parsed.get("model") if parsed is not None else None
     model = raw_model if isinstance(raw_model, str) else None
@@ -205,45 +204,6 @@ async def _handle(
     finally:
         in_flight[route.name] -= 1
         call.scope.close("cancelled")  # whatever an abandoned path still holds
-
-
-async def _read_body(request: web.Request, policy: PolicySet) -> bytes:
-    limit = max((route.validate.max_body for route in policy.routes), default=HARD_BODY_LIMIT)
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise BodyTooLarge(f"request body is {declared} bytes; the limit is {limit}")
-    if declared == 0:
-        return b""
-    content = request.content
-    if declared is not None and content.is_eof():  # arrived with the head: no timer needed
-        body = content.read_nowait()
-        if len(body) != declared:
-            raise InvalidRequest("the request body is shorter than its Content-Length")
-        return body
-    timeout = request.app[BODY_TIMEOUT]
-    try:
-        async with asyncio.timeout(timeout):
-            return await _read_rest(content, declared, limit)
-    except TimeoutError:
-        raise BodyTimeout(
-            f"the request body did not arrive within {timeout:g}s of the request head"
-        ) from None
-
-
-async def _read_rest(content: StreamReader, declared: int | None, limit: int) -> bytes:
-    if declared is not None:
-        try:
-            return await content.readexactly(declared)
-        except asyncio.IncompleteReadError:
-            raise InvalidRequest("the request body is shorter than its Content-Length") from None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def check_path(path: str, raw_path: str) -> None:

@@ -170,6 +170,14 @@ class Metrics:
             ["route", "result"],
             registry=r,
         )
+        self.request_encodings = Counter(
+            "sidecar_request_encodings",
+            "Request bodies that carried a Content-Encoding, by coding (identity, gzip, "
+            "deflate, br, zstd, compress, other, stacked) and result (decoded, identity, "
+            "or the error code the client got).",
+            ["encoding", "result"],
+            registry=r,
+        )
         self.breaker_transitions = Counter(
             "sidecar_breaker_transitions",
             "Circuit breaker state changes, by the state entered.",

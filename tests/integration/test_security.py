@@ -9,12 +9,14 @@ Requests are written as raw bytes where the client's exact request line matters.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -378,17 +380,33 @@ async def test_slow_request_head_is_cut_off(make_stack) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "chunked"),
-    [("/v1/chat/completions", False), ("/v1/chat/completions", True), ("/v1/messages", False)],
+    ("path", "chunked", "gzipped"),
+    [
+        ("/v1/chat/completions", False, False),
+        ("/v1/chat/completions", True, False),
+        ("/v1/messages", False, False),
+        # Valid gzip that keeps decoding: progress does not reset the timer.
+        ("/v1/chat/completions", False, True),
+    ],
 )
 async def test_slow_request_body_gets_408_in_the_clients_format(
-    make_stack, path: str, chunked: bool
+    make_stack, path: str, chunked: bool, gzipped: bool
 ) -> None:
     s = await make_stack(body_timeout=0.5)
     reader, writer = await asyncio.open_connection(s.sidecar.host, s.sidecar.port)
     framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 100000"
+    coding = b"Content-Encoding: gzip\r\n" if gzipped else b""
+    compressor = zlib.compressobj(wbits=31)
+
+    def piece() -> bytes:
+        data = b'{"a":'
+        if gzipped:
+            data = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        return b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
+
     writer.write(
         f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+        + coding
         + framing
         + b"\r\n\r\n"
     )
@@ -398,7 +416,7 @@ async def test_slow_request_body_gets_408_in_the_clients_format(
             await asyncio.sleep(0.1)
             if reader.at_eof() or reader._buffer:
                 break
-            writer.write(b'5\r\n{"a":\r\n' if chunked else b'{"a":')
+            writer.write(piece())
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
         length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
         response = head + await reader.readexactly(length)
@@ -534,6 +552,15 @@ def test_the_cli_server_applies_the_head_limits_and_header_timeout(tmp_path: Pat
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert sock.recv(100).split(b" ")[1] == b"200"  # and it still serves
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            # aiohttp's own request decompression is off: the sidecar decodes the gzip body
+            # itself (a 400 "not valid gzip" would mean it got bytes aiohttp had decoded).
+            body = gzip.compress(b"{}")
+            sock.sendall(
+                b"POST /no/route HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            assert sock.recv(100).split(b" ")[1] == b"404"
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -34,6 +34,7 @@ def test_upstream_strips_hop_by_hop_and_framing() -> None:
     incoming = headers(
         ("Host", "localhost:8080"),
         ("Content-Length", "123"),
+        ("Content-Encoding", "gzip"),  # the sidecar forwards bodies decoded (sidecar.body)
         ("Accept-Encoding", "gzip, br"),
         ("Connection", "keep-alive"),
         ("Keep-Alive", "timeout=5"),
