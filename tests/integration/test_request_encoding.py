@@ -195,7 +195,7 @@ async def test_repeated_gzip_requests_keep_the_breaker_closed(stack: Stack) -> N
         status, body, _ = await stack.post("/v1/chat/completions", gzip.compress(CHAT), GZIP)
         assert status == 200, body
     assert await stack.mock_calls() == 6  # one attempt each, no retries
-    assert (await stack.breakers())["chat:mock"] == "closed"
+    assert (await stack.breakers())["mock"] == "closed"
     status, _, _ = await stack.post("/v1/chat/completions", CHAT, JSON)
     assert status == 200  # and other clients are still served
     assert 'sidecar_request_encodings_total{encoding="gzip",result="decoded"} 6.0' in (
