@@ -1,0 +1,148 @@
+"""Bounded by construction (DESIGN rule 13), the pure parts: the bounded LRU and the
+registries built on it (breakers, rate-limit buckets, shared breaker copies), on a fake
+clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.policy.model import Breaker, RateLimit
+from sidecar.resilience.breaker import MAX_BREAKERS, BreakerRegistry
+from sidecar.resilience.clock import FakeClock
+from sidecar.resilience.lru import SCAN, BoundedLRU
+from sidecar.shared.breakers import SharedBreakers
+from sidecar.traffic.limiter import MAX_LOCAL_KEYS, Limiter
+
+# -- the LRU ------------------------------------------------------------------------------
+
+
+def test_lru_drops_the_least_recently_used() -> None:
+    lru: BoundedLRU[str, int] = BoundedLRU(3)
+    for key in "abc":
+        lru.put(key, ord(key))
+    assert lru.get("a") == ord("a")  # a is now the most recent
+    assert lru.peek("b") == ord("b")  # peeking does not count as use
+    lru.put("d", 4)
+    assert list(lru) == ["c", "a", "d"]
+    assert (lru.evicted, lru.forced) == (1, 0)
+
+
+def test_lru_spares_what_keep_protects_then_bounds_anyway() -> None:
+    lru: BoundedLRU[str, int] = BoundedLRU(3, keep=lambda value: value < 0)
+    lru.put("precious", -1)
+    lru.put("x", 1)
+    lru.put("y", 2)
+    lru.put("z", 3)  # the oldest is protected: the next oldest goes
+    assert list(lru) == ["precious", "y", "z"]
+    for key in ("p2", "p3", "p4"):
+        lru.put(key, -1)  # all protected now: the bound still holds
+    assert len(lru) == 3
+    assert lru.forced == 1
+
+
+def test_lru_eviction_looks_at_most_scan_entries() -> None:
+    looked: list[int] = []
+
+    def keep(value: int) -> bool:
+        looked.append(value)
+        return True
+
+    lru: BoundedLRU[int, int] = BoundedLRU(SCAN * 4, keep)
+    for key in range(SCAN * 4 + 1):
+        lru.put(key, key)
+    assert len(looked) <= SCAN
+    assert 0 not in lru  # nothing was spared-able in reach: the oldest went
+
+
+def test_lru_rejects_a_zero_capacity() -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        BoundedLRU(0)
+
+
+# -- breakers -----------------------------------------------------------------------------
+
+
+def test_breaker_registry_keeps_at_most_its_capacity() -> None:
+    registry = BreakerRegistry(FakeClock())
+    policy = Breaker()
+    for index in range(MAX_BREAKERS * 3):
+        registry.get(f"chat:up:model-{index}", policy)
+    assert len(registry) == MAX_BREAKERS
+    assert len(registry.all()) == MAX_BREAKERS
+    assert registry.find("chat:up:model-0") is None  # the least recently used went
+
+
+def test_an_open_breaker_outlives_a_flood_of_closed_ones() -> None:
+    clock = FakeClock(start=0.0)
+    registry = BreakerRegistry(clock, capacity=10)
+    policy = Breaker(consecutive_failures=1, open_for=30.0)
+    tripped = registry.get("chat:up:overloaded", policy)
+    permit = tripped.acquire()
+    assert permit is not None
+    tripped.record(permit, "failure")
+    assert tripped.state == "open"
+    for index in range(100):
+        registry.get(f"chat:up:model-{index}", policy)
+    assert registry.find("chat:up:overloaded") is tripped  # its open state is kept
+    assert len(registry) == 10
+
+
+def test_a_breaker_in_use_stays() -> None:
+    registry = BreakerRegistry(FakeClock(), capacity=10)
+    policy = Breaker()
+    busy = registry.get("chat:up:popular", policy)
+    for index in range(100):
+        registry.get(f"chat:up:model-{index}", policy)
+        registry.get("chat:up:popular", policy)  # asked for on every other request
+    assert registry.find("chat:up:popular") is busy
+
+
+class _Store:
+    """Just enough of a SharedStore: every script answers "closed"."""
+
+    prefix = "test"
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    async def run(self, script: str, keys: list[str], arguments: list[object], op: str) -> list:
+        return [b"closed", 0, b"0", 0, 1, 0]
+
+
+async def test_shared_breaker_copies_are_bounded() -> None:
+    views = SharedBreakers(FakeClock())
+    store = _Store()
+    for index in range(MAX_BREAKERS + 500):
+        await views.current(store, f"chat:up:model-{index}")
+    assert len(views._views) == MAX_BREAKERS
+    assert views.view(store, f"chat:up:model-{MAX_BREAKERS + 499}") is not None
+    assert views.view(store, "chat:up:model-0") is None
+
+
+# -- rate-limit buckets -------------------------------------------------------------------
+
+
+async def test_a_flood_of_new_keys_cannot_refill_a_limited_clients_bucket() -> None:
+    limiter = Limiter(FakeClock(start=0.0))
+    limit = RateLimit(requests_per_minute=10, burst=0.1, key="client_key")  # one at a time
+    assert await limiter.take("route:r:greedy", limit, 0, None) == 0.0
+    for index in range(MAX_LOCAL_KEYS + 100):
+        await limiter.take(f"route:r:new-{index}", limit, 0, None)
+        if index % 50 == 0:  # the limited client keeps trying
+            assert await limiter.take("route:r:greedy", limit, 0, None) > 0
+    assert len(limiter) == MAX_LOCAL_KEYS
+    assert await limiter.take("route:r:greedy", limit, 0, None) > 0
+
+
+async def test_full_buckets_go_before_spent_ones() -> None:
+    clock = FakeClock(start=0.0)
+    limiter = Limiter(clock)
+    limit = RateLimit(requests_per_minute=6)  # capacity 6, one back every 10 s
+    for _ in range(6):
+        await limiter.take("route:r:spent", limit, 0, None)  # empty, then quiet
+    for index in range(MAX_LOCAL_KEYS - 1):
+        await limiter.take(f"route:r:k{index}", limit, 0, None)  # 5 of 6 left
+    clock.advance(15.0)  # the others are full again; "spent" has 1.5 of 6
+    await limiter.take("route:r:newcomer", limit, 0, None)  # past the bound: one goes
+    assert await limiter.take("route:r:spent", limit, 0, None) == 0.0
+    assert await limiter.take("route:r:spent", limit, 0, None) > 0  # its level was kept
