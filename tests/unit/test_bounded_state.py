@@ -1,12 +1,18 @@
-"""Bounded by construction (DESIGN rule 13), the pure parts: the bounded LRU and the
-registries built on it (breakers, rate-limit buckets, shared breaker copies), on a fake
-clock."""
+"""Bounded by construction (DESIGN rule 13), the pure parts: the bounded LRU, the registries
+built on it (breakers, rate-limit buckets, shared breaker copies), metric labels and log
+fields — all on a fake clock."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from prometheus_client import generate_latest
+
+from sidecar.observability.logs import MAX_FIELD_LENGTH, clip
+from sidecar.observability.metrics import MAX_LABEL_LENGTH, MAX_MODELS, OTHER, Metrics
 from sidecar.policy.model import Breaker, RateLimit
+from sidecar.policy.store import PolicyStore
 from sidecar.resilience.breaker import MAX_BREAKERS, BreakerRegistry
 from sidecar.resilience.clock import FakeClock
 from sidecar.resilience.lru import SCAN, BoundedLRU
@@ -146,3 +152,61 @@ async def test_full_buckets_go_before_spent_ones() -> None:
     await limiter.take("route:r:newcomer", limit, 0, None)  # past the bound: one goes
     assert await limiter.take("route:r:spent", limit, 0, None) == 0.0
     assert await limiter.take("route:r:spent", limit, 0, None) > 0  # its level was kept
+
+
+# -- metric labels and log fields ---------------------------------------------------------
+
+
+def test_breaker_state_has_one_sample_per_label() -> None:
+    clock = FakeClock(start=0.0)
+    metrics = Metrics()
+    registry = BreakerRegistry(clock)
+    metrics.watch(PolicyStore(Path("/nonexistent"), {}), registry, lambda: 0)
+    policy = Breaker(consecutive_failures=1, open_for=30.0)
+    for index in range(600):
+        registry.get(f"chat:up:model-{index}", policy)
+    generate_latest(metrics.registry)  # the first 256 keys get their labels
+    last = registry.get("chat:up:model-599", policy)  # not among them
+    permit = last.acquire()
+    assert permit is not None
+    last.record(permit, "failure")
+    samples = [
+        line
+        for line in generate_latest(metrics.registry).decode().splitlines()
+        if line.startswith("sidecar_breaker_state{")
+    ]
+    labels = [line.split('"')[1] for line in samples]
+    assert len(labels) == len(set(labels)) == 257  # 256 breakers and _other
+    assert f'sidecar_breaker_state{{breaker="{OTHER}"}} 2.0' in samples  # the worst: open
+
+
+def test_model_labels_are_bounded_in_number_and_length() -> None:
+    metrics = Metrics()
+    assert metrics.model_label("m" * (MAX_LABEL_LENGTH + 1)) == OTHER
+    for index in range(MAX_MODELS * 3):
+        metrics.count_tokens("up", f"model-{index}", 1, 1)
+    text = generate_latest(metrics.registry).decode()
+    lines = [line for line in text.splitlines() if line.startswith("sidecar_tokens_total{")]
+    models = {line.split('model="')[1].split('"')[0] for line in lines}
+    assert len(models) == MAX_MODELS + 1
+    assert OTHER in models
+
+
+def test_long_log_fields_are_cut_with_a_marker() -> None:
+    fields: dict[str, object] = {
+        "model": "m" * 1000,
+        "route": "chat",
+        "fallbacks": ["up:" + "x" * 500, "b:timeout"],
+        "attempt": 1,
+    }
+    clipped = clip(fields)
+    model = clipped["model"]
+    assert isinstance(model, str)
+    assert model == "m" * MAX_FIELD_LENGTH + f"…[+{1000 - MAX_FIELD_LENGTH} chars]"
+    cut = "up:" + "x" * (MAX_FIELD_LENGTH - 3) + "…[+247 chars]"
+    assert clipped["fallbacks"] == [cut, "b:timeout"]
+    assert clipped["route"] == "chat"
+    assert clipped["attempt"] == 1
+    assert fields["model"] == "m" * 1000  # the caller's dict is not changed
+    short = {"model": "gpt-4o", "route": "chat"}
+    assert clip(short) is short  # nothing to cut: no copy
