@@ -36,6 +36,7 @@ from sidecar.pipeline.attempt import include_usage
 from sidecar.pipeline.build import Pipeline, Runtime
 from sidecar.pipeline.call import Answer, Call
 from sidecar.pipeline.continuation import continue_answer
+from sidecar.pipeline.validate import check_model
 from sidecar.policy.model import PolicySet
 from sidecar.providers.formats import stream_error
 from sidecar.state import BODY_TIMEOUT, HOLDER, LIFECYCLE, REGISTRIES
@@ -161,6 +162,8 @@ async def _handle(
     parsed = _parse(body, request)
     raw_model = parsed.get("model") if parsed is not None else None
     model = raw_model if isinstance(raw_model, str) else None
+    if model is not None:
+        check_model(model)  # bounded before it is a key, a label or a log field
     route = policy.route_for(request.method, request.path, model, request.headers)
     if route is None:
         raise NoRoute(f"no route matches {request.method} {request.path}")

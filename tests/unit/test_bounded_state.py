@@ -1,6 +1,6 @@
 """Bounded by construction (DESIGN rule 13), the pure parts: the bounded LRU, the registries
-built on it (breakers, rate-limit buckets, shared breaker copies), metric labels and log
-fields — all on a fake clock."""
+built on it (breakers, rate-limit buckets, shared breaker copies), metric labels, log
+fields and the model name check — all on a fake clock."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from sidecar.errors import SidecarError
 from sidecar.observability.logs import MAX_FIELD_LENGTH, clip
 from sidecar.observability.metrics import MAX_LABEL_LENGTH, MAX_MODELS, OTHER, Metrics
+from sidecar.pipeline.validate import MAX_MODEL_LENGTH, check_model
 from sidecar.policy.model import Breaker, RateLimit
 from sidecar.policy.store import PolicyStore
 from sidecar.resilience.breaker import MAX_BREAKERS, BreakerRegistry
@@ -210,3 +212,18 @@ def test_long_log_fields_are_cut_with_a_marker() -> None:
     assert fields["model"] == "m" * 1000  # the caller's dict is not changed
     short = {"model": "gpt-4o", "route": "chat"}
     assert clip(short) is short  # nothing to cut: no copy
+
+
+# -- the model name at intake -------------------------------------------------------------
+
+
+def test_model_names_are_checked_for_length_and_printable_characters() -> None:
+    check_model("m" * MAX_MODEL_LENGTH)
+    check_model("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude")
+    check_model("ft:gpt-4o-mini:acme:größe:abc123")
+    for bad in ("m" * (MAX_MODEL_LENGTH + 1), "gpt-4o\n", "gpt\x00", "a\u200bb"):
+        with pytest.raises(SidecarError) as raised:
+            check_model(bad)
+        assert raised.value.status == 400
+        assert raised.value.param == "model"
+        assert bad not in raised.value.message
