@@ -35,6 +35,7 @@ from sidecar.errors import (
 from sidecar.observability.logs import log_request
 from sidecar.pipeline.build import Runtime
 from sidecar.pipeline.call import Call
+from sidecar.pipeline.validate import check_model
 from sidecar.state import HOLDER, LIFECYCLE, REGISTRIES
 
 log = logging.getLogger("sidecar")
@@ -158,6 +159,8 @@ async def _handle(
     parsed = _parse(body, request)
     raw_model = parsed.get("model") if parsed is not None else None
     model = raw_model if isinstance(raw_model, str) else None
+    if model is not None:
+        check_model(model)  # bounded before it is a key, a label or a log field
     route = policy.route_for(request.method, request.path, model, request.headers)
     if route is None:
         raise NoRoute(f"no route matches {request.method} {request.path}")

@@ -2,6 +2,10 @@
 
 ``json`` (the default) is for machines; ``text`` renders the same fields as
 ``key=value`` pairs for a human following a demo.
+
+Field values may come from the client (a model name, a breaker key holding
+one): every string field longer than ``MAX_FIELD_LENGTH`` is cut there and
+marked ``…[+N chars]`` (``clip``), so no line grows with what a client sends.
 """
 
 from __future__ import annotations
@@ -24,12 +28,40 @@ attempt_log: Final = logging.getLogger("sidecar.attempt")
 breaker_log: Final = logging.getLogger("sidecar.breaker")
 request_log: Final = logging.getLogger("sidecar.request")
 
+MAX_FIELD_LENGTH: Final = 256  # characters of one string field (strings in lists too)
+
+
+def clip(fields: dict[str, object]) -> dict[str, object]:
+    """*fields* with every long string cut to ``MAX_FIELD_LENGTH`` (a copy only if needed)."""
+    clipped: dict[str, object] | None = None
+    for key, value in fields.items():
+        if isinstance(value, str):
+            if len(value) <= MAX_FIELD_LENGTH:
+                continue
+            short: object = _cut(value)
+        elif isinstance(value, list) and any(_long(item) for item in value):
+            short = [_cut(item) if _long(item) else item for item in value]
+        else:
+            continue
+        if clipped is None:
+            clipped = dict(fields)
+        clipped[key] = short
+    return fields if clipped is None else clipped
+
+
+def _long(value: object) -> bool:
+    return isinstance(value, str) and len(value) > MAX_FIELD_LENGTH
+
+
+def _cut(value: str) -> str:
+    return f"{value[:MAX_FIELD_LENGTH]}…[+{len(value) - MAX_FIELD_LENGTH} chars]"
+
 
 class JSONLineFormatter(logging.Formatter):
     """Renders records whose message is a dict as one JSON line; others as {"msg": ...}."""
 
     def format(self, record: logging.LogRecord) -> str:
-        payload = record.msg if isinstance(record.msg, dict) else {"msg": record.getMessage()}
+        payload = clip(record.msg) if isinstance(record.msg, dict) else {"msg": record.getMessage()}
         line = {
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
@@ -45,7 +77,7 @@ class TextLineFormatter(logging.Formatter):
     """``HH:MM:SS.mmm level logger key=value ...`` — the JSON fields, for people."""
 
     def format(self, record: logging.LogRecord) -> str:
-        payload = record.msg if isinstance(record.msg, dict) else {"msg": record.getMessage()}
+        payload = clip(record.msg) if isinstance(record.msg, dict) else {"msg": record.getMessage()}
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         millis = int(record.created * 1000) % 1000
         line = f"{stamp}.{millis:03d} {record.levelname.lower():7} {record.name:16} "
@@ -86,6 +118,7 @@ def _flush() -> None:
 
 
 def _emit(logger: logging.Logger, fields: dict[str, object]) -> None:
+    fields = clip(fields)
     sink = _FastLines.sink
     if sink is not None:
         line = {"ts": round(time.time(), 3), "level": "info", "logger": logger.name, **fields}

@@ -2,7 +2,10 @@
 
 Labels are names from the policy (route, upstream) or small fixed sets
 (outcome, result, reason). Model labels are bounded: after ``MAX_MODELS``
-distinct values a metric reports further models as ``_other``. Breaker state
+distinct values a metric reports further models as ``_other``; breaker labels
+likewise after ``MAX_BREAKER_LABELS`` (the state gauge then reports the worst
+state of the rest as one ``_other`` sample); a value longer than
+``MAX_LABEL_LENGTH`` is always ``_other``. Breaker state
 and policy status are read from their owners at scrape time (a collector),
 so nothing on the request path updates them.
 """
@@ -20,6 +23,8 @@ from sidecar.policy.store import PolicyStore
 from sidecar.resilience.breaker import STATE_VALUES, BreakerEvent, BreakerRegistry
 
 MAX_MODELS: Final = 64
+MAX_BREAKER_LABELS: Final = 256
+MAX_LABEL_LENGTH: Final = 400  # a breaker key: two names (≤ 64) and a model (≤ 256)
 OTHER: Final = "_other"
 # Seconds. LLM calls range from milliseconds (errors, cache) to minutes (long answers).
 LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -31,7 +36,7 @@ def status_class(status: int | None) -> str:
 
 
 class BoundedLabel:
-    """Passes through at most *limit* distinct values, then answers ``_other``."""
+    """Passes through at most *limit* distinct values (none too long), then answers ``_other``."""
 
     def __init__(self, limit: int = MAX_MODELS) -> None:
         self._seen: set[str] = set()
@@ -42,7 +47,7 @@ class BoundedLabel:
             return "none"
         if value in self._seen:
             return value
-        if len(self._seen) < self._limit:
+        if len(self._seen) < self._limit and len(value) <= MAX_LABEL_LENGTH:
             self._seen.add(value)
             return value
         return OTHER
@@ -185,7 +190,7 @@ class Metrics:
             registry=r,
         )
         self.model_label = BoundedLabel()
-        self.breaker_label = BoundedLabel(256)
+        self.breaker_label = BoundedLabel(MAX_BREAKER_LABELS)
         # Label children resolved once: .labels() validates and locks on every call.
         self._finished: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._overheads: dict[str, Histogram] = {}
@@ -289,8 +294,15 @@ class _StateCollector(Collector):
             "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             labels=["breaker"],
         )
+        others: int | None = None  # the worst state of the breakers past the label bound
         for breaker in self._breakers.all():
-            state.add_metric([self._label(breaker.key)], STATE_VALUES[breaker.state])
+            label, value = self._label(breaker.key), STATE_VALUES[breaker.state]
+            if label == OTHER:
+                others = value if others is None else max(others, value)
+            else:
+                state.add_metric([label], value)
+        if others is not None:
+            state.add_metric([OTHER], others)
         yield state
         up = GaugeMetricFamily(
             "sidecar_state_backend_up",

@@ -7,6 +7,11 @@ JSON must parse (400). On chat endpoints: ``model`` a non-empty string,
 ``/v1/messages``, as Anthropic requires it) — violations are 422. The prompt is
 estimated at one token per four characters of message text; over the route's
 ``max_prompt_tokens`` it is a 400 ``context_length_exceeded``.
+
+``check_model`` runs earlier, at intake (the proxy calls it right after parsing,
+before routing): a model name longer than ``MAX_MODEL_LENGTH`` or with
+non-printable characters is a 400 before it can become a breaker key, a metric
+label or a log field (DESIGN rule 13).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from sidecar.policy.model import Route
 
 CHARS_PER_TOKEN: Final = 4
 CHAT_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/messages"})
+MAX_MODEL_LENGTH: Final = 256  # characters; real names (ARNs, fine-tune ids) are far shorter
 
 
 class SchemaViolation(SidecarError):
@@ -27,6 +33,29 @@ class SchemaViolation(SidecarError):
 
 class PromptTooLong(SidecarError):
     status, type, code = 400, "invalid_request_error", "context_length_exceeded"
+
+
+class ModelTooLong(SidecarError):
+    status, type, code = 400, "invalid_request_error", "string_above_max_length"
+
+
+class ModelUnprintable(SidecarError):
+    status, type, code = 400, "invalid_request_error", "invalid_value"
+
+
+def check_model(model: str) -> None:
+    """Raise a 400 (``param: model``) for a name too long or not printable; never echo it."""
+    if len(model) > MAX_MODEL_LENGTH:
+        raise ModelTooLong(
+            f"Invalid 'model': string too long. Expected at most {MAX_MODEL_LENGTH} "
+            f"characters, got {len(model)}.",
+            param="model",
+        )
+    if not model.isprintable():
+        raise ModelUnprintable(
+            "Invalid 'model': it must not contain control or other non-printable characters.",
+            param="model",
+        )
 
 
 def make_validate(route: Route) -> Stage:

@@ -37,14 +37,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from sidecar.policy.model import Breaker as BreakerPolicy
 from sidecar.resilience.clock import Clock
+from sidecar.resilience.lru import BoundedLRU
 
 State = Literal["closed", "open", "half_open"]
 Result = Literal["success", "failure", "ignored"]
 STATE_VALUES: dict[State, int] = {"closed": 0, "half_open": 1, "open": 2}
+MAX_BREAKERS: Final = 1024  # breakers kept (per-model keys are client-chosen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,24 +260,38 @@ class CircuitBreaker:
 
 
 class BreakerRegistry:
-    """Breakers by stable key; they outlive policy reloads (state carries over by name)."""
+    """Breakers by stable key; they outlive policy reloads (state carries over by name).
 
-    def __init__(self, clock: Clock) -> None:
+    Keys may hold a client's model name (``breaker.key: upstream_model``), so the
+    registry keeps at most ``capacity`` breakers: past it, the least recently used
+    *closed* breaker goes (an open or half-open one is kept while a closed one is
+    among the ``SCAN`` oldest; see ``sidecar/resilience/lru.py``).
+    """
+
+    def __init__(self, clock: Clock, capacity: int = MAX_BREAKERS) -> None:
         self._clock = clock
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breakers: BoundedLRU[str, CircuitBreaker] = BoundedLRU(capacity, _matters)
         self.listeners: list[Callable[[BreakerEvent], None]] = []
 
     def get(self, key: str, policy: BreakerPolicy) -> CircuitBreaker:
         breaker = self._breakers.get(key)
         if breaker is None:
             breaker = CircuitBreaker(key, policy, self._clock, self.listeners)
-            self._breakers[key] = breaker
+            self._breakers.put(key, breaker)
         elif breaker.policy is not policy:  # a reload compiled new (maybe equal) settings
             breaker.reconfigure(policy)
         return breaker
 
     def find(self, key: str) -> CircuitBreaker | None:
-        return self._breakers.get(key)
+        return self._breakers.peek(key)
 
     def all(self) -> list[CircuitBreaker]:
-        return [self._breakers[key] for key in sorted(self._breakers)]
+        return sorted(self._breakers.values(), key=lambda breaker: breaker.key)
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+
+def _matters(breaker: CircuitBreaker) -> bool:
+    """An open or half-open breaker holds state a fresh one would not have."""
+    return breaker.state != "closed"

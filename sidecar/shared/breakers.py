@@ -10,7 +10,9 @@ lease). Lua scripts change it atomically and read the time with ``TIME``.
 
 Each replica keeps a copy of the state it last saw (``SharedState``), taken
 from every script reply and read again at most every ``REFRESH`` seconds, so a
-request does not wait for Redis while all is closed:
+request does not wait for Redis while all is closed. The copies are kept for at
+most ``MAX_BREAKERS`` keys (least recently used first out: a dropped copy is
+read again):
 
     cached state   decision (``decide``)                       Redis call
     -------------  ------------------------------------------  ------------------
@@ -42,8 +44,9 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from sidecar.policy.model import Breaker as BreakerPolicy
-from sidecar.resilience.breaker import CircuitBreaker, State
+from sidecar.resilience.breaker import MAX_BREAKERS, CircuitBreaker, State
 from sidecar.resilience.clock import Clock
+from sidecar.resilience.lru import BoundedLRU
 from sidecar.shared.redis import SharedStore
 
 REFRESH: Final = 0.2  # seconds a replica trusts its copy of a shared state
@@ -197,12 +200,13 @@ class SharedBreakers:
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._views: dict[str, SharedState] = {}
+        # A copy is only a cache of Redis: dropping one costs a read, never state.
+        self._views: BoundedLRU[str, SharedState] = BoundedLRU(MAX_BREAKERS)
         self._reading: set[str] = set()
 
     def view(self, store: SharedStore, key: str) -> SharedState | None:
         """The last state seen (no Redis call); None when unknown or Redis failed."""
-        return self._views.get(store.key("breaker", key))
+        return self._views.peek(store.key("breaker", key))
 
     async def current(
         self, store: SharedStore, key: str, *, force: bool = False
@@ -260,10 +264,10 @@ class SharedBreakers:
 
     def _keep(self, name: str, reply: object) -> tuple[SharedState | None, int]:
         if not isinstance(reply, list | tuple):  # None: Redis unavailable, forget the copy
-            self._views.pop(name, None)
+            self._views.pop(name)
             return None, 0
         view, extra = parse(reply, self._clock.now())
-        self._views[name] = view
+        self._views.put(name, view)
         return view, extra
 
 

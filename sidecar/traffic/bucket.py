@@ -89,6 +89,14 @@ class Buckets:
         if self.tokens is not None:
             self.tokens.adjust(tokens)
 
+    @property
+    def full(self) -> bool:
+        """Both buckets at capacity: the same as a fresh pair (nothing to lose)."""
+        return all(
+            bucket is None or bucket.level >= bucket.capacity
+            for bucket in (self.requests, self.tokens)
+        )
+
 
 def _bucket(per_minute: int | None, burst: float, clock: Clock) -> TokenBucket | None:
     if per_minute is None:

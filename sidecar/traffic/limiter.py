@@ -5,6 +5,11 @@ so a reload keeps the buckets' levels; a changed limit starts a fresh bucket.
 With Redis, one Lua script checks and charges both buckets atomically on the
 server (no read-modify-write race between replicas); when Redis is
 unavailable the local buckets answer (fail-open to local state).
+
+Client keys and header values are hashed before they become names, and the
+local buckets are bounded (``MAX_LOCAL_KEYS``): past the bound the least
+recently used *full* bucket goes, so a flood of new keys cannot refill the
+bucket of a client who is being limited (see ``sidecar/resilience/lru.py``).
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from typing import Final
 
 from sidecar.policy.model import RateLimit
 from sidecar.resilience.clock import Clock
+from sidecar.resilience.lru import BoundedLRU
 from sidecar.shared.redis import SharedStore
 from sidecar.traffic.bucket import Buckets
 
-MAX_LOCAL_KEYS: Final = 10_000  # per-client buckets: the oldest go first past this
+MAX_LOCAL_KEYS: Final = 10_000  # local buckets kept; past it a full, least recently used one goes
 
 # KEYS[1]: the bucket hash. ARGV: request rate/s, request capacity, token rate/s,
 # token capacity, token cost (rates 0 = no such limit). Returns the wait in seconds
@@ -59,16 +65,19 @@ return 1
 class Limiter:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._local: dict[str, Buckets] = {}
+        # A full bucket is what a new one would be: evicting it loses nothing.
+        self._local: BoundedLRU[str, Buckets] = BoundedLRU(MAX_LOCAL_KEYS, _partly_spent)
 
     def _buckets(self, name: str, limit: RateLimit) -> Buckets:
         buckets = self._local.get(name)
         if buckets is None or buckets.limit != limit:
-            if len(self._local) >= MAX_LOCAL_KEYS:
-                for old in list(self._local)[: MAX_LOCAL_KEYS // 10]:
-                    del self._local[old]
-            buckets = self._local[name] = Buckets(limit, self._clock)
+            buckets = Buckets(limit, self._clock)
+            self._local.put(name, buckets)
         return buckets
+
+    def __len__(self) -> int:
+        """Local buckets kept now (at most ``MAX_LOCAL_KEYS``)."""
+        return len(self._local)
 
     async def take(
         self, name: str, limit: RateLimit, tokens: int, shared: SharedStore | None
@@ -100,6 +109,10 @@ class Limiter:
     def adjust_local(self, name: str, limit: RateLimit, tokens: int) -> None:
         if limit.tokens_per_minute is not None and tokens:
             self._buckets(name, limit).adjust(tokens)
+
+
+def _partly_spent(buckets: Buckets) -> bool:
+    return not buckets.full
 
 
 def _arguments(limit: RateLimit, tokens: int) -> list[str | int | float]:
