@@ -163,7 +163,7 @@ def test_breaker_state_has_one_sample_per_label() -> None:
     clock = FakeClock(start=0.0)
     metrics = Metrics()
     registry = BreakerRegistry(clock)
-    metrics.watch(PolicyStore(Path("/nonexistent"), {}), registry, lambda: 0)
+    metrics.watch(PolicyStore(Path("/nonexistent"), {}, str), registry, lambda: 0)
     policy = Breaker(consecutive_failures=1, open_for=30.0)
     for index in range(600):
         registry.get(f"chat:up:model-{index}", policy)
