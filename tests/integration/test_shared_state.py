@@ -1,9 +1,9 @@
 """Replicas sharing state through a real Redis: two sidecar processes, one mock provider.
 
-Each test uses its own key prefix (``test-<uuid>``) and deletes its keys afterwards.
-Redis is REDIS_URL (default redis://127.0.0.1:6379/0); when none answers the tests are
-skipped, except under CI=true, where that is a failure. The outage test runs its own
-``redis-server`` on a free port and kills it mid-test.
+Each test uses its own key prefix (``prefix``, tests/integration/conftest.py) and deletes
+its keys afterwards. Redis is REDIS_URL (default redis://127.0.0.1:6379/0); when none
+answers the tests are skipped, except under CI=true, where that is a failure. The outage
+test runs its own ``redis-server`` on a free port and kills it mid-test.
 """
 
 from __future__ import annotations
@@ -56,23 +56,6 @@ def _unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI=true: the Redis tests must run)")
     pytest.skip(reason)
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A key prefix of this test's own on REDIS_URL; its keys are deleted afterwards."""
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as error:
-        client.close()
-        _unavailable(f"no Redis at {REDIS_URL} ({type(error).__name__}); set REDIS_URL")
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    yield name
-    keys = list(client.scan_iter(match=f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @dataclass
