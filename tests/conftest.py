@@ -46,6 +46,11 @@ MockServerFactory = Callable[..., Awaitable[TestServer]]
 
 
 @pytest.fixture
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture
 def redis_prefix() -> Iterator[str]:
     """A key prefix of this test's own on REDIS_URL; its keys are deleted afterwards."""
     import redis

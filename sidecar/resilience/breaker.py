@@ -15,6 +15,7 @@ cancelled, 4xx) releases a probe slot without counting as success or failure.
     open       acquire() after open_for elapsed       half_open  BreakerHalfOpened
     half_open  acquire() with a free probe slot       half_open  - (permit)
     half_open  acquire() with all probes in flight    half_open  - (rejected)
+    half_open  acquire(); the probe lease ran out     half_open  - (slots freed)
     half_open  probe success; all probes succeeded    closed     BreakerClosed
     half_open  probe failure                          open       BreakerOpened
 
@@ -24,6 +25,25 @@ move happens when somebody asks (``acquire()`` or ``state``), not only after a
 call, so a quiet breaker still recovers. A permit issued in an earlier state
 (a slow call that started while closed) is recorded for the window but cannot
 close or re-open a half-open breaker: only probes decide that.
+
+The probe lease is the backstop for a probe that is never recorded (a caller
+lost its permit): it ends ``open_for`` after the latest probe grant, like the
+shared breaker's (``l`` in its Redis hash). When somebody asks after it ended
+with probes in flight, those probes are presumed lost and their slots freed.
+Every permit carries the generation that issued it; the generation goes up at
+every state change *and* at every lease that runs out, and ``_period`` is the
+generation the current state began with. So for a probe's ``record()``:
+
+    permit.generation      its slot          its result
+    ---------------------  ----------------  ----------------------------------
+    == generation          released          decides (success / failure)
+    in [period, gen)       freed already     decides: same half-open period
+    < period               -                 counted in the totals only
+
+A probe outliving its lease (a long stream) still decides when it reports, so
+a route whose probes take longer than ``open_for`` still closes; it just never
+frees a slot it no longer holds, so ``half_open.probes`` bounds the probes in
+flight whose lease holds.
 
 With a shared state backend the decisions are made by the shared breaker
 (``sidecar/shared/breakers.py``) and this one *follows* them: ``follow(state)``
@@ -91,7 +111,9 @@ class CircuitBreaker:
         self._listeners = listeners if listeners is not None else []
         self._state: State = "closed"
         self._generation = 0
+        self._period = 0  # the generation the current state began with
         self._opened_at = 0.0
+        self._lease_until = 0.0  # half-open: probes in flight are presumed lost from then
         self._consecutive = 0
         self._calls: deque[tuple[float, bool]] = deque()  # (time, failed) inside the window
         self._probes_in_flight = 0
@@ -142,14 +164,14 @@ class CircuitBreaker:
             return Permit(self._generation, probe=False)
         if self._state == "half_open" and self._probes_in_flight < self.policy.half_open_probes:
             self._probes_in_flight += 1
+            self._lease_until = self._clock.now() + self.policy.open_for
             return Permit(self._generation, probe=True)
         self.rejections += 1
         return None
 
     def record(self, permit: Permit, result: Result) -> None:
         """Report the outcome of the attempt *permit* allowed."""
-        current = permit.generation == self._generation
-        if permit.probe and current:
+        if permit.probe and permit.generation == self._generation:
             self._probes_in_flight = max(0, self._probes_in_flight - 1)
         if result == "ignored" or not self.policy.enabled:
             return
@@ -160,7 +182,7 @@ class CircuitBreaker:
             self.successes += 1
         now = self._clock.now()
         if permit.probe:
-            if not current or self._state != "half_open":
+            if permit.generation < self._period or self._state != "half_open":
                 return
             if failed:
                 self._open(now, "a half-open probe failed")
@@ -225,11 +247,13 @@ class CircuitBreaker:
     # -- internals ---------------------------------------------------------------------
 
     def _maybe_half_open(self) -> None:
-        if self._state == "open" and self._clock.now() >= self._opened_at + self.policy.open_for:
+        now = self._clock.now()
+        if self._state == "open" and now >= self._opened_at + self.policy.open_for:
             self._enter("half_open")
+            self._emit(BreakerHalfOpened(self.key, now))
+        elif self._state == "half_open" and self._probes_in_flight and now >= self._lease_until:
+            self._generation += 1  # the lost probes' slots: freed, their results still decide
             self._probes_in_flight = 0
-            self._probe_successes = 0
-            self._emit(BreakerHalfOpened(self.key, self._clock.now()))
 
     def _open(self, now: float, reason: str) -> None:
         self._enter("open")
@@ -245,6 +269,7 @@ class CircuitBreaker:
     def _enter(self, state: State) -> None:
         self._state = state
         self._generation += 1
+        self._period = self._generation
         self._probes_in_flight = 0
         self._probe_successes = 0
 

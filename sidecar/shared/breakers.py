@@ -5,8 +5,10 @@ Theory of operation
 One Redis hash per breaker, ``<prefix>:breaker:<key>``, holds the shared state:
 ``s`` (closed / open / half_open), ``f`` (consecutive failures, all replicas),
 ``u`` (open until, on Redis's clock), ``p`` (probes in flight), ``w`` (probe
-successes), ``g`` (generation: +1 at every state change) and ``l`` (the probe
-lease). Lua scripts change it atomically and read the time with ``TIME``.
+successes), ``g`` (generation: +1 at every state change and every probe lease
+that runs out), ``h`` (the generation the current state began with) and ``l``
+(the probe lease's end). Lua scripts change it atomically and read the time
+with ``TIME``.
 
 Each replica keeps a copy of the state it last saw (``SharedState``), taken
 from every script reply and read again at most every ``REFRESH`` seconds, so a
@@ -28,8 +30,19 @@ After the attempt: a failure is counted by RECORD (it opens the breaker at
 last seen count was not 0 (no write per successful request); a probe's result
 goes to PROBE (all probes succeed: closed; one fails: open again). With a
 ``window`` breaker the local window decides when to trip and RECORD ``trip``
-opens the shared one. A probe slot not released within ``open_for`` (a replica
-died mid-probe) is freed by the next ACQUIRE.
+opens the shared one. The probe lease ends ``open_for`` after the latest
+probe grant; the next ACQUIRE after it (a replica died mid-probe) frees every
+slot and moves ``g`` on. A probe carries the ``g`` it was granted in, so PROBE
+tells the cases apart, as the local breaker does with its permits:
+
+    probe's generation   its slot            its result
+    -------------------  ------------------  ----------------------------------
+    == g                 released            decides
+    in [h, g)            freed by the lease  decides (same half-open period)
+    < h                  -                   ignored (so is any, not half-open)
+
+A hash written before ``h`` existed reads as ``h = g``: only probes of the
+current lease decide until the next state change.
 
 Every reply (and every refresh) is mirrored into the local ``CircuitBreaker``
 with ``follow()``, which emits its usual events; when Redis is unavailable
@@ -59,16 +72,17 @@ Op = Literal["failure", "success", "trip", "open", "close"]
 _PRELUDE: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local h = redis.call('HMGET', KEYS[1], 's', 'f', 'u', 'p', 'w', 'g', 'l')
-local s = h[1] or 'closed'
-local f, u, p = tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0
-local w, g, l = tonumber(h[5]) or 0, tonumber(h[6]) or 0, tonumber(h[7]) or 0
+local r = redis.call('HMGET', KEYS[1], 's', 'f', 'u', 'p', 'w', 'g', 'l', 'h')
+local s = r[1] or 'closed'
+local f, u, p = tonumber(r[2]) or 0, tonumber(r[3]) or 0, tonumber(r[4]) or 0
+local w, g, l = tonumber(r[5]) or 0, tonumber(r[6]) or 0, tonumber(r[7]) or 0
+local h = tonumber(r[8]) or g
 local function save()
-  redis.call('HSET', KEYS[1], 's', s, 'f', f, 'u', u, 'p', p, 'w', w, 'g', g, 'l', l)
+  redis.call('HSET', KEYS[1], 's', s, 'f', f, 'u', u, 'p', p, 'w', w, 'g', g, 'l', l, 'h', h)
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 local function enter(state)
-  s = state; p = 0; w = 0; g = g + 1
+  s = state; p = 0; w = 0; g = g + 1; h = g
 end
 local function reply(extra)
   return {s, f, tostring(math.max(0, u - now)), p, g, extra}
@@ -111,7 +125,7 @@ ACQUIRE: Final = (
 if s == 'closed' then return reply(1) end
 if s == 'open' and now >= u then enter('half_open') end
 if s ~= 'half_open' then return reply(0) end
-if p > 0 and now >= l then p = 0 end
+if p > 0 and now >= l then p = 0; g = g + 1 end
 if p >= tonumber(ARGV[2]) then return reply(0) end
 p = p + 1; l = now + tonumber(ARGV[3])
 save()
@@ -124,8 +138,9 @@ return reply(2)
 PROBE: Final = (
     _PRELUDE
     + """
-if s ~= 'half_open' or g ~= tonumber(ARGV[2]) then return reply(0) end
-p = math.max(0, p - 1)
+local probe = tonumber(ARGV[2])
+if s ~= 'half_open' or probe < h or probe > g then return reply(0) end
+if probe == g then p = math.max(0, p - 1) end
 local opened = 0
 if ARGV[3] == 'failure' then
   enter('open'); u = now + tonumber(ARGV[5]); opened = 1

@@ -8,8 +8,6 @@ time. The Redis test shares one Redis between two sidecar apps.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +17,8 @@ import aiohttp
 import anthropic
 import openai
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
+from redis_support import REDIS_URL
 
 from mock_provider.app import create_app as create_mock
 from mock_provider.state import MockSettings
@@ -30,7 +28,6 @@ from sidecar.resilience.clock import FakeClock
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 MESSAGES = [{"role": "user", "content": "hello"}]
-REDIS_URL = "redis://127.0.0.1:6379"
 # The anthropic SDK installed here has no temperature argument: send it in the body.
 ZERO: dict[str, Any] = {"extra_body": {"temperature": 0}}
 
@@ -368,24 +365,6 @@ async def test_entries_expire_after_the_ttl(stack: StackFactory) -> None:
     assert await result() == "miss"
     assert await s.calls(s.gpt) == 2
     await client.close()
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except (OSError, aioredis.RedisError) as exc:
-        await client.aclose()
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis at {REDIS_URL} is unreachable in CI: {exc}")
-        pytest.skip(f"Redis at {REDIS_URL} is unreachable ({exc}); start one to run this test")
-    prefix = f"test-cache-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def test_replicas_share_the_cache_through_redis(

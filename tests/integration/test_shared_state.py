@@ -1,9 +1,9 @@
 """Replicas sharing state through a real Redis: two sidecar processes, one mock provider.
 
-Each test uses its own key prefix (``test-<uuid>``) and deletes its keys afterwards.
-Redis is REDIS_URL (default redis://127.0.0.1:6379/0); when none answers the tests are
-skipped, except under CI=true, where that is a failure. The outage test runs its own
-``redis-server`` on a free port and kills it mid-test.
+Each test uses its own key prefix (``prefix``, tests/integration/conftest.py) and deletes
+its keys afterwards. Redis is REDIS_URL (default redis://127.0.0.1:6379/0); when none
+answers the tests are skipped, except under CI=true, where that is a failure. The outage
+test runs its own ``redis-server`` on a free port and kills it mid-test.
 """
 
 from __future__ import annotations

@@ -507,3 +507,77 @@ def test_registry_find_and_all_sorted() -> None:
     assert registry.find("a") is registry.get("a", policy)
     assert registry.find("zzz") is None
     assert [breaker.key for breaker in registry.all()] == ["a", "b", "c"]
+
+
+# -- the probe lease: a lost probe's slot is freed after open_for ---------------------------
+
+
+def test_a_lost_probe_slot_is_freed_after_open_for() -> None:
+    breaker, clock, events = half_open(1)
+    lost = breaker.acquire()  # its caller never records it (the bug a scope prevents)
+    assert lost is not None
+    clock.advance(9.999)
+    assert breaker.acquire() is None
+    clock.advance(0.001)  # open_for after the probe was granted
+    probe = breaker.acquire()
+    assert probe is not None
+    assert probe.probe
+    assert breaker.snapshot()["probes_in_flight"] == 1
+    assert breaker.acquire() is None  # the new probe holds the one slot
+    assert events == []  # still the same half-open period
+    breaker.record(probe, "success")
+    assert breaker.state == "closed"
+
+
+def test_a_probe_reporting_after_its_slot_was_freed_frees_no_other_slot() -> None:
+    breaker, clock, _ = half_open(1)
+    late = breaker.acquire()
+    assert late is not None
+    clock.advance(10.0)
+    current = breaker.acquire()
+    assert current is not None
+    breaker.record(late, "ignored")
+    assert breaker.snapshot()["probes_in_flight"] == 1  # still the current probe's
+    assert breaker.acquire() is None
+    breaker.record(current, "ignored")
+    assert breaker.snapshot()["probes_in_flight"] == 0
+
+
+@pytest.mark.parametrize(("result", "state"), [("success", "closed"), ("failure", "open")])
+def test_a_late_probe_of_the_same_half_open_period_still_decides(result: str, state: str) -> None:
+    breaker, clock, _ = half_open(1)
+    late = breaker.acquire()
+    assert late is not None
+    clock.advance(12.0)  # its slot is freed at the next acquire
+    current = breaker.acquire()
+    assert current is not None
+    breaker.record(late, result)  # type: ignore[arg-type]
+    assert breaker.state == state  # its answer is as good as any probe's of this period
+    breaker.record(current, "success")  # the other probe, now stale: counted, powerless
+    assert breaker.state == state
+
+
+def test_probe_successes_before_a_lease_runs_out_still_count() -> None:
+    breaker, clock, _ = half_open(2)
+    first, lost = breaker.acquire(), breaker.acquire()
+    assert first is not None
+    assert lost is not None
+    breaker.record(first, "success")
+    clock.advance(10.0)
+    again, other = breaker.acquire(), breaker.acquire()
+    assert again is not None
+    assert other is not None  # both slots free again: the lost one's too
+    assert breaker.acquire() is None
+    breaker.record(again, "success")  # 2 of 2 successes in this half-open period
+    assert breaker.state == "closed"
+
+
+def test_the_lease_runs_from_the_latest_probe_grant() -> None:
+    breaker, clock, _ = half_open(2)
+    assert breaker.acquire() is not None  # lost at t = 10
+    clock.advance(6.0)
+    assert breaker.acquire() is not None  # lost at t = 16: the lease now ends at 26
+    clock.advance(9.0)
+    assert breaker.acquire() is None  # t = 25: the older probe is not freed alone
+    clock.advance(1.0)
+    assert breaker.acquire() is not None
