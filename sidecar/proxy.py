@@ -214,14 +214,22 @@ def check_path(path: str, raw_path: str) -> None:
 
     ``.``/``..`` segments, plain or percent-encoded, are resolved by the HTTP client
     (or the upstream), so ``/v1/files/../../admin`` would reach ``/admin`` even though
-    it matched the ``/v1/files/`` prefix. Encoded slashes and backslashes are decoded
-    into separators by some servers, and control characters have no business in a path.
+    it matched the ``/v1/files/`` prefix; so are ``..;`` (path parameters stripped),
+    a double-encoded ``%252e%252e`` (decoded again upstream) and overlong UTF-8 dots
+    (``%c0%ae``, decoded leniently by some servers). Encoded slashes and backslashes are
+    decoded into separators by some servers, and control characters have no business in
+    a path.
     """
     if "." not in path and "%" not in raw_path and "\\" not in path:
         return  # the usual API path: nothing to look at
-    segments = path.split("/")
-    if "." in segments or ".." in segments:
+    # A ";" starts path parameters that some servers strip ("..;" is ".." to Tomcat).
+    if any(segment.split(";", 1)[0] in (".", "..") for segment in path.split("/")):
         raise InvalidRequest("the request path must not contain '.' or '..' segments")
+    if "%" in path:  # still encoded once decoded: "%252e" (double encoding), invalid UTF-8
+        raise InvalidRequest(
+            "the request path must not be encoded twice or hold invalid UTF-8 "
+            "(such as overlong encodings)"
+        )
     raw = raw_path.split("?", 1)[0].lower()
     if "%2f" in raw or "%5c" in raw or "\\" in path:
         raise InvalidRequest("the request path must not contain encoded slashes or backslashes")

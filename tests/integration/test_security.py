@@ -225,6 +225,14 @@ async def test_absolute_form_request_target_keeps_the_configured_upstream(make_s
         "/v1/files/%2F%2Fevil.example",
         "/v1/files/..%5cadmin",
         "/v1/files/a%00b",
+        "/v1/files/..;/..;/admin",  # path parameters: ".." to servers that strip them
+        "/v1/files/%2e%2e;x/admin",
+        "/v1/files/.;/x",
+        "/v1/files/%252e%252e/%252e%252e/admin",  # double encoding, decoded again upstream
+        "/v1/files/%252E%252E/admin",
+        "/v1/files/%c0%ae%c0%ae/admin",  # overlong UTF-8 dots
+        "/v1/files/%e0%80%ae%e0%80%ae/admin",
+        "/v1/files/%c0%af",  # an overlong slash
     ],
 )
 async def test_path_tricks_cannot_leave_a_prefix_route(make_stack, target: str) -> None:
