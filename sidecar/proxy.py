@@ -16,7 +16,6 @@ import time
 import uuid
 from typing import Final
 
-import orjson
 from aiohttp import web
 
 from sidecar.body import read_body
@@ -32,6 +31,7 @@ from sidecar.errors import (
     client_format,
     error_response,
 )
+from sidecar.jsonbody import parse_object
 from sidecar.observability.logs import log_request
 from sidecar.pipeline.build import Runtime
 from sidecar.pipeline.call import Call
@@ -244,10 +244,4 @@ def _parse(body: bytes, request: web.Request) -> dict[str, object] | None:
     content_type = request.headers.get("content-type", "application/json")
     if "json" not in content_type:
         return None
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    return parsed
+    return parse_object(body)
