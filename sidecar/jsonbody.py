@@ -44,11 +44,17 @@ def parse_object(body: bytes) -> dict[str, object]:
 
 
 def _keys(value: object) -> int:
-    if isinstance(value, dict):
-        return len(value) + sum(_keys(item) for item in value.values())
-    if isinstance(value, list):
-        return sum(_keys(item) for item in value)
-    return 0
+    """Keys in all the objects of *value* (iterative: bodies may nest deeper than recursion)."""
+    count = 0
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            count += len(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return count
 
 
 def _refuse_duplicates(body: bytes) -> None:

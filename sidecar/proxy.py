@@ -154,6 +154,8 @@ async def _handle(
 ) -> web.StreamResponse:
     """Intake: check the path, read and parse the body, pick the route, hand over."""
     policy = runtime.policy
+    if runtime.gate is not None:  # no key: a 401 before anything tells about routes
+        runtime.gate.check(request.method, request.path, request.headers, request.remote)
     check_path(request.path, request.raw_path)
     body = await read_body(request, policy)
     parsed = _parse(body, request)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from sidecar.cache.store import Caches
 from sidecar.observability.metrics import Metrics
-from sidecar.pipeline.access import make_access
+from sidecar.pipeline.access import KeyGate, make_access, make_gate
 from sidecar.pipeline.adapter import make_adapter
 from sidecar.pipeline.attempt import AttemptDeps, make_attempt
 from sidecar.pipeline.breaker import make_breaker
@@ -98,6 +98,7 @@ class Runtime:
 
     policy: PolicySet
     pipelines: dict[str, Pipeline]
+    gate: KeyGate | None = None  # client keys checked at intake, before the body is read
 
 
 def make_pipeline(
@@ -238,6 +239,7 @@ def make_runtime(policy: PolicySet, registries: Registries, pools: UpstreamPools
             route.name: make_pipeline(route, registries, pools, shared, policy.hash, breakers)
             for route in policy.routes
         },
+        make_gate(policy),
     )
 
 

@@ -91,8 +91,15 @@ class Match:
     header: tuple[str, str] | None = None  # (lower-cased name, value glob)
 
     def matches(
-        self, method: str, path: str, model: str | None, headers: Mapping[str, str]
+        self,
+        method: str,
+        path: str,
+        model: str | None,
+        headers: Mapping[str, str],
+        *,
+        any_model: bool = False,
     ) -> bool:
+        """Whether a request matches; *any_model*: as if its model matched (before the body)."""
         if self.prefix:
             if not path.startswith(self.path):
                 return False
@@ -100,7 +107,11 @@ class Match:
             return False
         if self.methods is not None and method not in self.methods:
             return False
-        if self.model is not None and (model is None or not fnmatch.fnmatchcase(model, self.model)):
+        if (
+            self.model is not None
+            and not any_model
+            and (model is None or not fnmatch.fnmatchcase(model, self.model))
+        ):
             return False
         if self.header is not None:
             value = headers.get(self.header[0])

@@ -269,6 +269,9 @@ async def test_admin_api_needs_the_token(make_stack) -> None:
             assert body["error"]["code"] == "admin_token_required"
     assert (await admin_json(s, "/admin/breakers"))["breakers"] == []
     async with s.http.get(s.sidecar.make_url("/admin/policy")) as response:
+        assert response.status == 401  # the policy's routes are keyed: no key, no 404 either
+    key = {"x-api-key": CLIENT_KEY}
+    async with s.http.get(s.sidecar.make_url("/admin/policy"), headers=key) as response:
         assert response.status == 404  # not on the application port
 
 

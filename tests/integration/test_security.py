@@ -412,8 +412,9 @@ async def test_slow_request_body_gets_408_in_the_clients_format(
             data = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
         return b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
 
+    key = f"Authorization: Bearer {CLIENT_KEY}\r\n"  # past the key gate (/v1/messages: no route)
     writer.write(
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+        f"POST {path} HTTP/1.1\r\nHost: x\r\n{key}Content-Type: application/json\r\n".encode()
         + coding
         + framing
         + b"\r\n\r\n"
@@ -574,3 +575,48 @@ def test_the_cli_server_applies_the_head_limits_and_header_timeout(tmp_path: Pat
         process.wait(timeout=30)
         assert process.stdout is not None
         process.stdout.close()
+
+
+# -- the client key comes first --------------------------------------------------------
+
+
+async def test_without_a_key_nothing_about_routes_or_rules_shows_before_the_401(
+    make_stack,
+) -> None:
+    s = await make_stack()
+    keyed = "POST /v1/keyed/chat/completions HTTP/1.1\r\nHost: x\r\n"
+    json_type = "Content-Type: application/json\r\n"
+    refusals = {
+        # a path no route serves: 401, not 404 (the policy has keyed routes)
+        "no route": (f"POST /v1/secret/x HTTP/1.1\r\nHost: x\r\n{json_type}", CHAT),
+        # a keyed route: 401 before the body is looked at (400, 413 ...)
+        "bad JSON": (keyed + json_type, b"{not json"),
+        "no messages": (keyed + json_type, b'{"model": "gpt-4o"}'),
+        "duplicate keys": (keyed + json_type, b'{"model": "a", "model": "b"}'),
+    }
+    for what, (head, body) in refusals.items():
+        response = await s.raw(head.encode(), body)
+        assert status_of(response) == 401, (what, response)
+        assert b'"invalid_api_key"' in response
+    assert s.recorder.seen == []
+    # A huge declared body is not waited for, nor read: 401 at once, not 413 or 408.
+    reader, writer = await asyncio.open_connection(s.sidecar.host, s.sidecar.port)
+    try:
+        writer.write(f"{keyed}{json_type}Content-Length: 50000000\r\n\r\n".encode())
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 401"), head
+    finally:
+        writer.close()
+    # With the key, the same requests get their precise answers.
+    with_key = f"Authorization: Bearer {CLIENT_KEY}\r\n"
+    head = f"POST /v1/secret/x HTTP/1.1\r\nHost: x\r\n{with_key}{json_type}"
+    assert status_of(await s.raw(head.encode())) == 404
+    assert status_of(await s.raw((keyed + with_key + json_type).encode(), b"{not")) == 400
+
+
+async def test_an_open_route_stays_open_beside_keyed_ones(make_stack) -> None:
+    s = await make_stack()
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    assert status_of(await s.raw(head)) == 200
+    assert status_of(await s.raw(head, b"{not json")) == 400  # its own rules, as before
