@@ -21,6 +21,7 @@ from sidecar.observability.logs import configure as configure_logging
 from sidecar.policy.errors import PolicyError
 from sidecar.policy.explain import explain
 from sidecar.policy.loader import load_policy
+from sidecar.server import JsonErrorRunner
 from sidecar.state import ADMIN_APP, LIFECYCLE, STORE
 
 log = logging.getLogger("sidecar")
@@ -145,7 +146,7 @@ def tune_gc() -> None:
 async def serve(config: SidecarConfig, reuse_port: bool = False) -> None:
     """Serve until SIGINT/SIGTERM (then drain within the grace period); SIGHUP reloads."""
     app = create_app(config)
-    runner = web.AppRunner(
+    runner = JsonErrorRunner(
         app,
         handler_cancellation=True,
         access_log=None,

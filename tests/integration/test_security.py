@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import os
 import re
 import socket
@@ -530,6 +531,14 @@ async def test_max_in_flight_answers_anthropic_clients_in_their_format(make_stac
     response.release()
 
 
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes (its error answers always close)."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def test_the_cli_server_applies_the_head_limits_and_header_timeout(tmp_path: Path) -> None:
     """The limits are wired into ``sidecar run`` itself (a real process, its own runner)."""
     (tmp_path / "p.yaml").write_text(
@@ -552,7 +561,24 @@ def test_the_cli_server_applies_the_head_limits_and_header_timeout(tmp_path: Pat
                 port = int(found.group(1))
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
-            assert sock.recv(100).split(b" ")[1] == b"400"
+            answer = _read_all(sock)
+            assert answer.split(b" ")[1] == b"400"
+            assert b'"error"' in answer  # the sidecar's JSON, not aiohttp's text
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            secret = b"Bearer sk-very-secret-key-0123"
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                + secret + b"\r\nX-Bad: a\x01b\r\n\r\n"
+            )  # fmt: skip
+            answer = _read_all(sock)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.split(b" ")[1] == b"400"
+            assert b"application/json" in head
+            error = json.loads(body)["error"]
+            assert error["code"] == "malformed_request"
+            assert b"sk-very-secret" not in answer
+            assert b"X-Bad" not in answer  # none of the client's bytes
+            assert b"\x01" not in answer
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # the head never ends
             started = time.monotonic()
