@@ -36,9 +36,22 @@ _NOT_FORWARDED: Final = frozenset(
         "x-forwarded-host",
         "x-original-url",
         "x-rewrite-url",
+        # Nor who it is: an upstream or a gateway that trusts these for rate limits, logs
+        # or allow-lists would believe whatever the client wrote. Nor another method.
+        "forwarded",
+        "x-forwarded-for",
+        "x-real-ip",
+        "x-http-method-override",
+        "x-method-override",
+        # Cookies are for browsers and their sites, not for an API key's upstream.
+        "cookie",
     }
 )
-_NOT_RETURNED: Final = frozenset({"content-length", "content-encoding", "server", "date"})
+# An upstream's cookies and auth challenges are about the sidecar's credential, not the
+# client's: never handed to the app (a browser app would store them; an SDK retries auth).
+_NOT_RETURNED: Final = frozenset(
+    {"content-length", "content-encoding", "server", "date", "set-cookie", "www-authenticate"}
+)
 CREDENTIALS: Final = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 _REQUEST_DROP: Final = HOP_BY_HOP | _NOT_FORWARDED
 _REQUEST_DROP_WITH_CREDENTIALS: Final = _REQUEST_DROP | frozenset(CREDENTIALS)
