@@ -4,8 +4,9 @@
 Theory of operation. A page in a browser on the sidecar's host can send requests to
 ``127.0.0.1:8081`` (CSRF), and, by pointing its own name at 127.0.0.1 (DNS rebinding),
 even read the answers: the browser then thinks the admin API is the page's own origin.
-Browsers always say where a request comes from, and tools (curl, SDKs, Prometheus)
-never do, so:
+Browsers send the Host they aimed at, ``Origin`` on every cross-origin fetch and POST,
+and (current ones) ``Sec-Fetch-Site`` on every request; tools (curl, SDKs, Prometheus)
+send neither of the last two, so:
 
 - ``Host`` must name a loopback address (``localhost``, 127.0.0.0/8, ``[::1]``, any
   port) unless an admin token is set: a rebound page sends its own name.
