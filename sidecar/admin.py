@@ -1,9 +1,11 @@
 """Health, readiness, metrics, and the admin API (policy and breakers; secrets redacted).
 
-The main port serves ``/health``, ``/ready`` and ``/metrics`` beside the proxy.
-The admin API (``/admin/...``, plus the same three) is a separate application on
-its own port, bound to 127.0.0.1 by default; with a token configured every
-admin request needs ``Authorization: Bearer <token>``.
+The main port serves ``/health``, ``/ready`` and ``/metrics`` (unless switched off)
+beside the proxy. The admin API (``/admin/...``, plus the same three) is a separate
+application on its own port, bound to 127.0.0.1 by default. Every admin request passes
+the browser guard (``admin_guard``: loopback ``Host`` unless a token is set, no
+cross-site ``Origin`` or ``Sec-Fetch-Site``), then, with a token configured, needs
+``Authorization: Bearer <token>``. State changes are POST only; every error is JSON.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sidecar.admin_guard import refusal
 from sidecar.policy.explain import policy_json
 from sidecar.resilience.breaker import CircuitBreaker
 from sidecar.state import HOLDER, LIFECYCLE, REGISTRIES, STORE
@@ -26,6 +28,10 @@ from sidecar.state import HOLDER, LIFECYCLE, REGISTRIES, STORE
 
 def _json(body: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _error(status: int, kind: str, code: str, message: str) -> web.Response:
+    return _json({"error": {"message": message, "type": kind, "code": code}}, status)
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -105,7 +111,8 @@ async def force_breaker(request: web.Request) -> web.Response:
     registries = request.app[REGISTRIES]
     breaker = registries.breakers.find(request.match_info["key"])
     if breaker is None:
-        return _json({"error": f"no breaker {request.match_info['key']!r}"}, 404)
+        message = "no breaker with that key (GET /admin/breakers lists them)"
+        return _error(404, "invalid_request_error", "breaker_not_found", message)
     reset = request.match_info["action"] == "reset"
     breaker.force("closed" if reset else "open")
     store = registries.shared.current if registries.shared is not None else None
@@ -150,16 +157,19 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def add_routes(app: web.Application) -> None:
-    """The endpoints of the main port (beside the proxy)."""
+def add_routes(app: web.Application, with_metrics: bool = True) -> None:
+    """The endpoints of the main port (beside the proxy); the admin API's too."""
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
-    app.router.add_get("/metrics", metrics)
+    if with_metrics:
+        app.router.add_get("/metrics", metrics)
 
 
 def create_admin_app(main: web.Application, token: str | None) -> web.Application:
     """The admin API, sharing the main app's state."""
-    admin = web.Application(middlewares=[_require_token(token)])
+    admin = web.Application(
+        middlewares=[_json_errors, _refuse_browsers(token is not None), _require_token(token)]
+    )
     admin[STORE] = main[STORE]
     admin[REGISTRIES] = main[REGISTRIES]
     admin[LIFECYCLE] = main[LIFECYCLE]
@@ -172,26 +182,48 @@ def create_admin_app(main: web.Application, token: str | None) -> web.Applicatio
     return admin
 
 
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The router's 404 and 405 (with its ``Allow``) as JSON, like every admin error."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as error:
+        allow = error.headers["Allow"]
+        message = f"this endpoint takes only {allow}: state changes are POST, reads GET"
+        response = _error(405, "invalid_request_error", "method_not_allowed", message)
+        response.headers["Allow"] = allow
+        return response
+    except web.HTTPNotFound:
+        return _error(404, "invalid_request_error", "not_found", "no such admin endpoint")
+
+
+def _refuse_browsers(token_set: bool) -> Middleware:
+    """Refuse what only a web page would send: a foreign Host, Origin or Sec-Fetch-Site."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = refusal(request.headers, token_set)
+        if refused is not None:
+            return _error(403, "permission_error", refused.code, refused.message)
+        return await handler(request)
+
+    return guard
+
+
 def _require_token(token: str | None) -> Middleware:
     expected = token.encode() if token else None
 
     @web.middleware
-    async def check(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if expected is not None:
             given = request.headers.get("Authorization", "")
             presented = given[7:].encode() if given.startswith("Bearer ") else b""
             if not hmac.compare_digest(presented, expected):
-                body = {
-                    "error": {
-                        "message": "the admin API needs 'Authorization: Bearer <token>' "
-                        "(the value of SIDECAR_ADMIN_TOKEN)",
-                        "type": "authentication_error",
-                        "code": "admin_token_required",
-                    }
-                }
-                return _json(body, 401)
+                message = (
+                    "the admin API needs 'Authorization: Bearer <token>' "
+                    "(the value of SIDECAR_ADMIN_TOKEN)"
+                )
+                return _error(401, "authentication_error", "admin_token_required", message)
         return await handler(request)
 
     return check

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import random
@@ -14,6 +13,7 @@ from typing import Final
 from aiohttp import web
 
 from sidecar import admin, proxy
+from sidecar.admin_guard import is_loopback
 from sidecar.body import HARD_BODY_LIMIT
 from sidecar.lifecycle import Lifecycle
 from sidecar.observability.logs import log_breaker_event
@@ -55,6 +55,7 @@ class SidecarConfig:
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
     admin_token: str | None = field(default=None, repr=False)  # SIDECAR_ADMIN_TOKEN
+    main_metrics: bool = True  # /metrics on the main port too (the admin port always has it)
     grace: float = 25.0  # seconds in-flight requests get to finish on SIGTERM
     # Slow clients: the request head must arrive within header_timeout of the connection
     # opening (or of the previous answer on a kept-alive connection; idle connections
@@ -93,13 +94,6 @@ def server_options(config: SidecarConfig) -> dict[str, float | int | bool]:
     }
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def create_app(config: SidecarConfig) -> web.Application:
     app = web.Application(client_max_size=HARD_BODY_LIMIT)
     draining = app[LIFECYCLE] = Lifecycle()
@@ -132,7 +126,7 @@ def create_app(config: SidecarConfig) -> web.Application:
     app[HOLDER] = holder
     app[REGISTRIES] = registries
     app[BODY_TIMEOUT] = config.body_timeout
-    admin.add_routes(app)
+    admin.add_routes(app, with_metrics=config.main_metrics)
     app.router.add_route("*", "/{tail:.*}", proxy.serve)
     app[ADMIN_APP] = admin.create_admin_app(app, config.admin_token)
 

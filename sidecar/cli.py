@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="admin API port (default 8081; 0 picks a free one)",
     )
     run.add_argument(
+        "--main-metrics",
+        choices=("on", "off"),
+        default=os.environ.get("SIDECAR_MAIN_METRICS", "on"),
+        help="GET /metrics on the main port too (default on; the admin port always has it)",
+    )
+    run.add_argument(
         "--grace",
         type=float,
         default=float(os.environ.get("SIDECAR_GRACE", "25")),
@@ -201,6 +207,7 @@ def run(args: argparse.Namespace) -> None:
             admin_host=args.admin_host,
             admin_port=args.admin_port,
             admin_token=os.environ.get("SIDECAR_ADMIN_TOKEN") or None,
+            main_metrics=args.main_metrics == "on",
             grace=args.grace,
             header_timeout=args.header_timeout,
             body_timeout=args.body_timeout,
