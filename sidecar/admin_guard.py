@@ -98,6 +98,28 @@ FETCH_SITE_REFUSED: Final = Refusal(
 )
 
 
+def loopback_origin(origin: str) -> bool:
+    """*origin* is a page served from this host (any loopback address or port)."""
+    found = _ORIGIN.fullmatch(origin)
+    if found is None:
+        return False
+    theirs = split_authority(found["authority"], _DEFAULT_PORTS[found["scheme"]])
+    return theirs is not None and is_loopback(theirs[0])
+
+
+def cross_site(headers: Mapping[str, str]) -> bool:
+    """The main port's guard: a browser request from a page that is not on this host.
+
+    The proxy serves apps, not web pages; a page elsewhere that gets a browser on the
+    host to send requests to it would spend the sidecar's provider keys. Tools send
+    neither header; a page on this host (a local dev UI) is let through."""
+    origin = headers.get("Origin")
+    if origin is not None and not loopback_origin(origin):
+        return True
+    site = headers.get("Sec-Fetch-Site")
+    return site is not None and site.lower() == "cross-site"
+
+
 def refusal(headers: Mapping[str, str], token_set: bool) -> Refusal | None:
     """Why a request with these (case-insensitive) headers is refused, or None. A second
     ``Host`` line never gets here: aiohttp's parser answers 400."""

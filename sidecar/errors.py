@@ -30,6 +30,10 @@ class SidecarError(Exception):
         self.param = param
 
 
+class CrossSite(SidecarError):
+    status, type, code = 403, "permission_error", "cross_site_refused"
+
+
 class InvalidRequest(SidecarError):
     status, type, code = 400, "invalid_request_error", "invalid_request"
 

@@ -101,10 +101,14 @@ def client_headers(
     upstream_response: CIMultiDictProxy[str], upstream: Upstream | None = None
 ) -> CIMultiDict[str]:
     """Headers for the client: the upstream's, minus hop-by-hop, framing and credential ones
-    (the upstream's own auth header included, should it echo it)."""
+    (the upstream's own auth header included, should it echo it), and CORS grants (an
+    upstream's ``Access-Control-Allow-Origin: *`` must not let a web page read answers
+    paid for with the sidecar's key)."""
     drop = _with_connection_listed(_RESPONSE_DROP, upstream_response)
     if upstream is not None and upstream.auth is not None:
         drop = drop | {upstream.auth.header.lower()}
     return CIMultiDict(
-        (key, value) for key, value in upstream_response.items() if key.lower() not in drop
+        (key, value)
+        for key, value in upstream_response.items()
+        if key.lower() not in drop and not key.lower().startswith("access-control-")
     )

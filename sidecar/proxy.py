@@ -18,10 +18,12 @@ from typing import Final
 
 from aiohttp import web
 
+from sidecar.admin_guard import cross_site
 from sidecar.body import read_body
 from sidecar.errors import (
     BodyTimeout,
     BodyTooLarge,
+    CrossSite,
     Draining,
     InvalidRequest,
     NoRoute,
@@ -154,6 +156,8 @@ async def _handle(
 ) -> web.StreamResponse:
     """Intake: check the path, read and parse the body, pick the route, hand over."""
     policy = runtime.policy
+    if cross_site(request.headers):
+        raise CrossSite("requests from web pages on other sites are refused (Origin)")
     if runtime.gate is not None:  # no key: a 401 before anything tells about routes
         runtime.gate.check(request.method, request.path, request.headers, request.remote)
     check_path(request.path, request.raw_path)

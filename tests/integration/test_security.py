@@ -646,3 +646,58 @@ async def test_an_open_route_stays_open_beside_keyed_ones(make_stack) -> None:
     head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     assert status_of(await s.raw(head)) == 200
     assert status_of(await s.raw(head, b"{not json")) == 400  # its own rules, as before
+
+
+# -- web pages on the host --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "browser",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},  # a sandboxed frame or a file: page
+        {"Origin": "http://127.0.0.1.evil.example:8080"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ],
+)
+async def test_a_web_page_elsewhere_cannot_spend_the_sidecars_keys(make_stack, browser) -> None:
+    s = await make_stack()
+    headers = {**browser, "Content-Type": "text/plain"}  # a "simple" request: no preflight
+    async with s.http.post(
+        s.sidecar.make_url("/v1/chat/completions"), data=CHAT, headers=headers
+    ) as response:
+        assert response.status == 403
+        assert (await response.json())["error"]["code"] == "cross_site_refused"
+        assert "access-control-allow-origin" not in response.headers
+    assert s.recorder.seen == []
+
+
+async def test_a_page_on_this_host_and_tools_are_served(make_stack) -> None:
+    s = await make_stack()
+    for headers in (
+        {},
+        {"Origin": "http://localhost:3000", "Sec-Fetch-Site": "same-site"},
+        {"Origin": "http://127.0.0.1:5173"},
+    ):
+        async with s.http.post(
+            s.sidecar.make_url("/v1/chat/completions"), data=CHAT, headers={**JSON, **headers}
+        ) as response:
+            assert response.status == 200, headers
+
+
+def test_an_upstreams_cors_grants_do_not_reach_the_client() -> None:
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from sidecar.headers import client_headers
+
+    upstream = CIMultiDictProxy(
+        CIMultiDict(
+            [
+                ("Content-Type", "application/json"),
+                ("Access-Control-Allow-Origin", "*"),
+                ("Access-Control-Allow-Credentials", "true"),
+                ("access-control-expose-headers", "x-request-id"),
+            ]
+        )
+    )
+    assert list(client_headers(upstream).items()) == [("Content-Type", "application/json")]
