@@ -8,23 +8,32 @@
 #
 # `--target app` builds the example app's image (examples/app/ plus the openai SDK);
 # docker-compose.yml builds both. Dependencies come from lock files made from a working
-# .venv (`make lock`, see docs/deploy.md) and are installed with --no-deps: exactly the
-# pinned set, nothing resolved at build time. Lint: `.venv/bin/hadolint Dockerfile`
-# (tests/integration/test_deploy_files.py runs it and demands no findings).
+# .venv (`make lock`, see docs/deploy.md) and are installed with --no-deps
+# --require-hashes --only-binary=:all:: exactly the pinned set, each file checked against
+# its sha256, nothing resolved or built from source at build time. Lint:
+# `.venv/bin/hadolint Dockerfile` (tests/integration/test_deploy_files.py runs it and
+# demands no findings).
+#
+# Labels (OCI): pass the build's facts, e.g.
+#   docker build --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" \
+#     --build-arg SOURCE=https://example.com/your/llm-sidecar -t llm-sidecar:0.1.0 .
 #
 # The admin API stays on 127.0.0.1:8081 inside the container (the sidecar's default):
 # bound anywhere else it would need SIDECAR_ADMIN_TOKEN, and the sidecar refuses to start
 # without one, so an image default of 0.0.0.0 would not even start. Reach it with
 # `docker exec`, or set both SIDECAR_ADMIN_TOKEN and SIDECAR_ADMIN_HOST=0.0.0.0.
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# The base image. Its Debian release is named (trixie: glibc 2.41, the platform the lock
+# files' hashes are chosen for, examples/deploy/lock.py). NOT YET PINNED BY DIGEST: no
+# registry could be reached where this file was written. Pin it where one can be
+# (docs/deploy.md#the-base-image):
+#   docker buildx imagetools inspect python:3.11-slim-trixie --format '{{json .Manifest.Digest}}'
+# then write ARG PYTHON_IMAGE=python:3.11-slim-trixie@sha256:<that digest>, or pass it
+# per build with --build-arg PYTHON_IMAGE=...
+ARG PYTHON_IMAGE=python:3.11-slim-trixie
 
 # ---- base: what every final image shares (interpreter, user, environment) ----------
 FROM ${PYTHON_IMAGE} AS base
-# `make prune` finds this project's old images by this label.
-LABEL org.opencontainers.image.title=llm-sidecar \
-      org.opencontainers.image.description="A reliability sidecar for LLM APIs" \
-      org.opencontainers.image.licenses=MIT
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
@@ -38,31 +47,52 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['HEALTHCHECK_URL'], timeout=3)"]
 # The servers stop gracefully on SIGTERM (the sidecar drains; see the runtime stage).
 STOPSIGNAL SIGTERM
+# OCI labels, last in the stage: a new REVISION rebuilds only what follows. `make prune`
+# finds this project's old images by the title. VERSION is pyproject.toml's version
+# (test_deploy_files checks they agree).
+ARG PYTHON_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=unknown
+LABEL org.opencontainers.image.title=llm-sidecar \
+      org.opencontainers.image.description="A reliability sidecar for LLM APIs" \
+      org.opencontainers.image.licenses=MIT \
+      org.opencontainers.image.version=${VERSION} \
+      org.opencontainers.image.revision=${REVISION} \
+      org.opencontainers.image.source=${SOURCE} \
+      org.opencontainers.image.base.name=${PYTHON_IMAGE}
 
 # ---- build: a virtualenv holding the locked dependencies and the package ----------
 # The venv has no pip or setuptools of its own (--without-pip): the base image's pip
 # installs into it with --python, so the final image copies only what runs. Every
-# dependency ships a wheel, so no compiler is installed here either.
+# dependency ships a wheel (--only-binary=:all:), so no compiler is installed here
+# either. Nothing pip fetches escapes a hash: the build backend too comes from a lock
+# (build-requirements.lock, into this stage's own Python), and the package is built
+# with --no-build-isolation, so pip never fetches [build-system].requires on its own.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 RUN python -m venv --without-pip /opt/venv
+COPY examples/deploy/build-requirements.lock ./
+RUN pip install --no-cache-dir --no-deps --require-hashes --only-binary=:all: \
+      --requirement build-requirements.lock
 # The dependencies' own layer: rebuilt only when the lock changes.
 COPY examples/deploy/requirements.lock ./
 RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-deps \
-      --requirement requirements.lock
+      --require-hashes --only-binary=:all: --requirement requirements.lock
 COPY pyproject.toml README.md ./
 COPY sidecar ./sidecar
 COPY mock_provider ./mock_provider
-RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-deps . \
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
+ && pip --python /opt/venv/bin/python install --no-cache-dir --no-deps /tmp/dist/*.whl \
  && pip --python /opt/venv/bin/python check
 
 # ---- build-app: the same venv plus the example app's dependencies -----------------
 FROM build AS build-app
 COPY examples/deploy/app-requirements.lock ./
 RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-deps \
-      --requirement app-requirements.lock \
+      --require-hashes --only-binary=:all: --requirement app-requirements.lock \
  && pip --python /opt/venv/bin/python check
 
 # ---- app: the example app's web service (docker build --target app) ---------------

@@ -22,7 +22,7 @@ help:
 	@echo "make rebuild - rebuild images and recreate containers [SERVICE=x] [NOCACHE=1]"
 	@echo "make prune   - remove stopped compose containers and dangling images of this project"
 	@echo "make reset   - down, and remove the volumes (Redis and Prometheus data)"
-	@echo "make lock    - regenerate the lock files in examples/deploy/ from .venv (docs/deploy.md)"
+	@echo "make lock    - regenerate the hashed lock files in examples/deploy/ (docs/deploy.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -117,6 +117,15 @@ reset:
 	$(call compose,echo "+ $$compose down --volumes --remove-orphans"; \
 	  $$compose down --volumes --remove-orphans)
 
+# Pins from .venv, hashes from PyPI (docs/deploy.md#lock-files). Each lock is written to a
+# temporary file first, so a failed run (no network, a pin with no wheel) leaves it intact.
+define lockfile
+	$(BIN)/python examples/deploy/lock.py $(1) > examples/deploy/$(2).tmp \
+	  || { rm -f examples/deploy/$(2).tmp; exit 1; }
+	mv examples/deploy/$(2).tmp examples/deploy/$(2)
+endef
+
 lock: install
-	$(BIN)/python examples/deploy/lock.py llm-sidecar > examples/deploy/requirements.lock
-	$(BIN)/python examples/deploy/lock.py --for-app openai > examples/deploy/app-requirements.lock
+	$(call lockfile,llm-sidecar,requirements.lock)
+	$(call lockfile,--for-app openai,app-requirements.lock)
+	$(call lockfile,--build,build-requirements.lock)

@@ -2,7 +2,8 @@
 
 Exit 0: no known vulnerability. Exit 1: vulnerabilities found (pip-audit's table above).
 Exit 2: no answer: the vulnerability service (PyPI's JSON API, or OSV with
-``--service osv``) could not be reached, or does not know a pinned version.
+``--service osv``) could not be reached, or does not know a pinned version, or a lock
+file is not fully hashed (pip-audit runs with ``--require-hashes``, like the image).
 
 When pip-audit gets no answer because PyPI's per-release endpoint
 (``/pypi/<name>/<version>/json``) is not served — as behind some mirrors and
@@ -23,7 +24,10 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).parent
-LOCKS = (HERE / "requirements.lock", HERE / "app-requirements.lock")
+LOCKS = tuple(
+    HERE / name
+    for name in ("requirements.lock", "app-requirements.lock", "build-requirements.lock")
+)
 UNREACHABLE = (
     "ConnectionError",
     "NameResolutionError",
@@ -39,7 +43,7 @@ def main(argv: list[str]) -> int:
         if "--service" in argv
         else []
     )
-    command = [sys.executable, "-m", "pip_audit", "--strict", "--no-deps", "--disable-pip",
+    command = [sys.executable, "-m", "pip_audit", "--strict", "--require-hashes", "--disable-pip",
                "--progress-spinner", "off", *service]  # fmt: skip
     for lock in LOCKS:
         command += ["--requirement", str(lock)]
@@ -48,6 +52,11 @@ def main(argv: list[str]) -> int:
     if result.returncode == 0:
         print(f"audit: no known vulnerability in {', '.join(lock.name for lock in LOCKS)}")
         return 0
+    if "invalid requirements input" in result.stderr:
+        sys.stderr.write(result.stderr)
+        print("audit: NO RESULT: a lock file is not fully pinned and hashed: run `make lock`",
+              file=sys.stderr)  # fmt: skip
+        return 2
     problems = [line for line in result.stderr.splitlines() if any(s in line for s in UNREACHABLE)]
     if problems and not service:
         return project_endpoint_audit()
