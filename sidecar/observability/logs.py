@@ -30,6 +30,7 @@ from sidecar.resilience.breaker import BreakerEvent, BreakerOpened
 attempt_log: Final = logging.getLogger("sidecar.attempt")
 breaker_log: Final = logging.getLogger("sidecar.breaker")
 request_log: Final = logging.getLogger("sidecar.request")
+refusal_log: Final = logging.getLogger("sidecar.refusal")
 
 
 class JSONLineFormatter(logging.Formatter):
@@ -119,6 +120,24 @@ def log_attempt(fields: dict[str, object]) -> None:
 def log_request(fields: dict[str, object]) -> None:
     """request_id, route, outcome, status, attempts, upstream, latency_ms."""
     _emit(request_log, fields)
+
+
+def log_refusal(fields: dict[str, object]) -> None:
+    """request_id, method, path, route, status, error, remote, latency_ms (rate-limited by
+    ``observability.refusals``)."""
+    _emit(refusal_log, fields)
+
+
+def log_refusals_suppressed(count: int, seconds: float) -> None:
+    """The summary of refusal lines the rate limit held back."""
+    refusal_log.warning(
+        {
+            "event": "refusals_suppressed",
+            "suppressed": count,
+            "seconds": round(seconds, 1),
+            "msg": f"suppressed {count} refusal lines in the last {seconds:.1f} s",
+        }
+    )
 
 
 def log_breaker_event(event: BreakerEvent) -> None:

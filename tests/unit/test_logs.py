@@ -3,6 +3,7 @@ both formats whatever a client sends (control characters escaped, every field bo
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
@@ -14,6 +15,8 @@ import pytest
 
 from sidecar.observability.fields import MAX_FIELD_LENGTH, MAX_ITEMS, clip
 from sidecar.observability.logs import JSONLineFormatter, TextLineFormatter
+from sidecar.observability.refusals import BURST, RATE, SUMMARY_EVERY, RefusalLog
+from sidecar.resilience.clock import FakeClock
 
 SCRIPT = """
 import io, logging
@@ -191,3 +194,95 @@ def test_bounded_fields_say_what_was_cut() -> None:
 def test_a_plain_message_is_bounded_too() -> None:
     record = logging.LogRecord("sidecar", logging.WARNING, __file__, 1, "x %s", ("y" * 9000,), None)
     assert len(orjson.loads(JSONLineFormatter().format(record))["msg"]) < 300
+
+
+# -- refusal lines at a bounded rate --------------------------------------------------------
+
+
+class Refusals:
+    """A RefusalLog on a frozen fake clock, and the lines it wrote."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.INFO, "sidecar.refusal")
+        self.caplog = caplog
+        self.clock = FakeClock(autoadvance=False)
+        self.log = RefusalLog(self.clock)
+
+    def lines(self) -> list[dict[str, object]]:
+        return [r.msg for r in self.caplog.records if isinstance(r.msg, dict) and "n" in r.msg]
+
+    def summaries(self) -> list[dict[str, object]]:
+        return [r.msg for r in self.caplog.records if isinstance(r.msg, dict) and "event" in r.msg]
+
+    async def turn(self) -> None:
+        """Let the summary's timer task run, once the clock has moved past it."""
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+
+async def test_refusal_lines_pass_a_burst_then_the_rate(caplog: pytest.LogCaptureFixture) -> None:
+    r = Refusals(caplog)
+    for n in range(BURST + 10):
+        r.log.write({"n": n})
+    assert [line["n"] for line in r.lines()] == list(range(BURST))
+    assert r.log.suppressed == 10
+    r.clock.advance(1 / RATE)  # one token back
+    r.log.write({"n": "next"})
+    r.log.write({"n": "held"})
+    assert r.lines()[-1] == {"n": "next"}
+    assert r.log.suppressed == 11
+
+
+async def test_one_summary_follows_the_first_suppressed_line_after_the_period(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    r = Refusals(caplog)
+    for n in range(BURST + 7):
+        r.log.write({"n": n})
+    r.clock.advance(SUMMARY_EVERY - 0.5)
+    await r.turn()
+    assert r.summaries() == []  # not yet
+    r.clock.advance(0.5)
+    await r.turn()
+    (summary,) = r.summaries()
+    assert summary["suppressed"] == 7
+    assert summary["msg"] == f"suppressed 7 refusal lines in the last {SUMMARY_EVERY:.1f} s"
+    assert r.log.suppressed == 0
+    r.clock.advance(SUMMARY_EVERY * 3)
+    await r.turn()
+    assert len(r.summaries()) == 1  # nothing held back since: no more summaries
+
+
+async def test_a_long_flood_writes_the_rate_plus_one_summary_per_period(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    r = Refusals(caplog)
+    seconds, per_second = 100, 100
+    for _ in range(seconds):
+        for n in range(per_second):
+            r.log.write({"n": n})
+        r.clock.advance(1.0)
+        await r.turn()
+    await r.log.close()
+    written = len(r.lines())
+    assert written == BURST + RATE * (seconds - 1)  # the first second's burst, then the rate
+    summaries = r.summaries()
+    assert len(summaries) == seconds / SUMMARY_EVERY  # one per period, the last one at close
+    assert sum(s["suppressed"] for s in summaries) == seconds * per_second - written
+
+
+async def test_close_writes_the_pending_summary_and_stops_its_timer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    r = Refusals(caplog)
+    await r.log.close()
+    assert r.summaries() == []  # nothing suppressed: nothing to say
+    for n in range(BURST + 3):
+        r.log.write({"n": n})
+    r.clock.advance(2.5)
+    await r.log.close()
+    (summary,) = r.summaries()
+    assert (summary["suppressed"], summary["seconds"]) == (3, 2.5)
+    r.clock.advance(SUMMARY_EVERY)
+    await r.turn()
+    assert len(r.summaries()) == 1  # the timer was cancelled, not left to fire again
