@@ -17,6 +17,7 @@ from sidecar.admin_guard import is_loopback
 from sidecar.body import HARD_BODY_LIMIT
 from sidecar.lifecycle import Lifecycle
 from sidecar.observability.logs import log_breaker_event
+from sidecar.observability.refusals import RefusalLog
 from sidecar.pipeline.build import Registries, Runtime, make_runtime
 from sidecar.policy.model import PolicySet
 from sidecar.policy.store import PolicyStore
@@ -28,6 +29,7 @@ from sidecar.state import (
     BODY_TIMEOUT,
     HOLDER,
     LIFECYCLE,
+    REFUSALS,
     REGISTRIES,
     STORE,
     RuntimeHolder,
@@ -126,8 +128,10 @@ def create_app(config: SidecarConfig) -> web.Application:
     app[HOLDER] = holder
     app[REGISTRIES] = registries
     app[BODY_TIMEOUT] = config.body_timeout
+    refusals = app[REFUSALS] = RefusalLog(config.clock)
     admin.add_routes(app, with_metrics=config.main_metrics)
-    app.router.add_route("*", "/{tail:.*}", proxy.serve)
+    # (?s): a path with a newline (%0A) is the proxy's 400 too, not aiohttp's plain-text 404
+    app.router.add_route("*", "/{tail:(?s:.*)}", proxy.serve)
     app[ADMIN_APP] = admin.create_admin_app(app, config.admin_token)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -138,6 +142,7 @@ def create_app(config: SidecarConfig) -> web.Application:
         watcher.start(events=config.watch)
         yield
         await watcher.stop()
+        await refusals.close()  # the last summary of suppressed refusal lines
         await pools.close()
         await shared.close()
 

@@ -38,7 +38,7 @@ from sidecar.observability.logs import log_request
 from sidecar.pipeline.build import Runtime
 from sidecar.pipeline.call import Call
 from sidecar.pipeline.validate import check_model
-from sidecar.state import HOLDER, LIFECYCLE, REGISTRIES
+from sidecar.state import HOLDER, LIFECYCLE, REFUSALS, REGISTRIES
 
 log = logging.getLogger("sidecar")
 REQUEST_ID: Final = web.RequestKey("request_id", str)
@@ -85,18 +85,18 @@ async def serve(request: web.Request) -> web.StreamResponse:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[HOLDER].current  # held for the whole request, whatever reloads do
-    if runtime is None:
-        raise NotReady("no valid policy is loaded yet; see /admin/policy")
     lifecycle = request.app[LIFECYCLE]
-    if lifecycle.draining:
-        raise Draining("the sidecar is shutting down; retry on another instance")
     metrics = request.app[REGISTRIES].metrics
     started = time.monotonic()
     rid = request_id(request)
     record = _Record()
     task = lifecycle.track()
     try:
+        runtime = request.app[HOLDER].current  # held for the whole request, whatever reloads do
+        if runtime is None:
+            raise NotReady("no valid policy is loaded yet; see /admin/policy")
+        if lifecycle.draining:
+            raise Draining("the sidecar is shutting down; retry on another instance")
         return await _handle(request, runtime, rid, started, record)
     except SidecarError as error:
         record.outcome, record.status = error.code, error.status
@@ -133,6 +133,19 @@ async def handle(request: web.Request) -> web.StreamResponse:
                     "fallbacks": [f"{name}:{reason}" for name, reason in call.fallbacks],
                     "continued": call.continued,
                     "cache": call.cache,
+                    "latency_ms": round(elapsed * 1000, 1),
+                }
+            )
+        else:  # refused before its pipeline call: a refusal line, at a bounded rate
+            request.app[REFUSALS].write(
+                {
+                    "request_id": rid,
+                    "method": request.method,
+                    "path": request.path,
+                    "route": record.route,
+                    "status": record.status,
+                    "error": record.outcome,
+                    "remote": request.remote,
                     "latency_ms": round(elapsed * 1000, 1),
                 }
             )

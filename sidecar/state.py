@@ -7,6 +7,7 @@ from typing import Final
 from aiohttp import web
 
 from sidecar.lifecycle import Lifecycle
+from sidecar.observability.refusals import RefusalLog
 from sidecar.pipeline.build import Registries, Runtime
 from sidecar.policy.store import PolicyStore
 
@@ -32,3 +33,4 @@ REGISTRIES: Final = web.AppKey("registries", Registries)
 LIFECYCLE: Final = web.AppKey("lifecycle", Lifecycle)
 ADMIN_APP: Final = web.AppKey("admin_app", web.Application)
 BODY_TIMEOUT: Final = web.AppKey("body_timeout", float)  # seconds to read a request body
+REFUSALS: Final = web.AppKey("refusals", RefusalLog)  # rate-limited lines of early refusals

@@ -3,9 +3,10 @@
 ``json`` (the default) is for machines; ``text`` renders the same fields as
 ``key=value`` pairs for a human following a demo.
 
-Field values may come from the client (a model name, a breaker key holding
-one): every string field longer than ``MAX_FIELD_LENGTH`` is cut there and
-marked ``…[+N chars]`` (``clip``), so no line grows with what a client sends.
+Field values may come from the client (a path, a model name, a breaker key
+holding one): every field is bounded (``fields.clip``) and, in text lines,
+escaped (``fields.text_value``), so a record is one line of bounded size in
+both formats whatever a client sends.
 """
 
 from __future__ import annotations
@@ -22,51 +23,25 @@ from typing import BinaryIO, Final
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 
+from sidecar.observability.fields import MAX_FIELD_LENGTH as MAX_FIELD_LENGTH  # re-exported
+from sidecar.observability.fields import clip, text_lines, text_value
 from sidecar.resilience.breaker import BreakerEvent, BreakerOpened
 
 attempt_log: Final = logging.getLogger("sidecar.attempt")
 breaker_log: Final = logging.getLogger("sidecar.breaker")
 request_log: Final = logging.getLogger("sidecar.request")
-
-MAX_FIELD_LENGTH: Final = 256  # characters of one string field (strings in lists too)
-
-
-def clip(fields: dict[str, object]) -> dict[str, object]:
-    """*fields* with every long string cut to ``MAX_FIELD_LENGTH`` (a copy only if needed)."""
-    clipped: dict[str, object] | None = None
-    for key, value in fields.items():
-        if isinstance(value, str):
-            if len(value) <= MAX_FIELD_LENGTH:
-                continue
-            short: object = _cut(value)
-        elif isinstance(value, list) and any(_long(item) for item in value):
-            short = [_cut(item) if _long(item) else item for item in value]
-        else:
-            continue
-        if clipped is None:
-            clipped = dict(fields)
-        clipped[key] = short
-    return fields if clipped is None else clipped
-
-
-def _long(value: object) -> bool:
-    return isinstance(value, str) and len(value) > MAX_FIELD_LENGTH
-
-
-def _cut(value: str) -> str:
-    return f"{value[:MAX_FIELD_LENGTH]}…[+{len(value) - MAX_FIELD_LENGTH} chars]"
+refusal_log: Final = logging.getLogger("sidecar.refusal")
 
 
 class JSONLineFormatter(logging.Formatter):
     """Renders records whose message is a dict as one JSON line; others as {"msg": ...}."""
 
     def format(self, record: logging.LogRecord) -> str:
-        payload = clip(record.msg) if isinstance(record.msg, dict) else {"msg": record.getMessage()}
         line = {
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
-            **payload,
+            **_payload(record),
         }
         if record.exc_info and record.exc_info[0] is not None:
             line["exc"] = self.formatException(record.exc_info)
@@ -77,22 +52,21 @@ class TextLineFormatter(logging.Formatter):
     """``HH:MM:SS.mmm level logger key=value ...`` — the JSON fields, for people."""
 
     def format(self, record: logging.LogRecord) -> str:
-        payload = clip(record.msg) if isinstance(record.msg, dict) else {"msg": record.getMessage()}
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         millis = int(record.created * 1000) % 1000
         line = f"{stamp}.{millis:03d} {record.levelname.lower():7} {record.name:16} "
-        line += " ".join(f"{key}={_text(value)}" for key, value in payload.items())
+        fields = _payload(record).items()
+        line += " ".join(f"{text_value(key)}={text_value(value)}" for key, value in fields)
         if record.exc_info and record.exc_info[0] is not None:
-            line += "\n" + self.formatException(record.exc_info)
+            line += text_lines(self.formatException(record.exc_info))  # indented: no record
         return line
 
 
-def _text(value: object) -> str:
-    if isinstance(value, str):
-        return value if value and " " not in value else repr(value)
-    if isinstance(value, list | tuple):
-        return ",".join(str(item) for item in value) or "-"
-    return "-" if value is None else str(value)
+def _payload(record: logging.LogRecord) -> dict[str, object]:
+    """The record's fields, bounded: its dict, or its message as ``msg``."""
+    if isinstance(record.msg, dict):
+        return clip(record.msg)
+    return clip({"msg": record.getMessage()})
 
 
 class _FastLines:
@@ -146,6 +120,24 @@ def log_attempt(fields: dict[str, object]) -> None:
 def log_request(fields: dict[str, object]) -> None:
     """request_id, route, outcome, status, attempts, upstream, latency_ms."""
     _emit(request_log, fields)
+
+
+def log_refusal(fields: dict[str, object]) -> None:
+    """request_id, method, path, route, status, error, remote, latency_ms (rate-limited by
+    ``observability.refusals``)."""
+    _emit(refusal_log, fields)
+
+
+def log_refusals_suppressed(count: int, seconds: float) -> None:
+    """The summary of refusal lines the rate limit held back."""
+    refusal_log.warning(
+        {
+            "event": "refusals_suppressed",
+            "suppressed": count,
+            "seconds": round(seconds, 1),
+            "msg": f"suppressed {count} refusal lines in the last {seconds:.1f} s",
+        }
+    )
 
 
 def log_breaker_event(event: BreakerEvent) -> None:
