@@ -35,6 +35,7 @@ from sidecar.state import LIFECYCLE
 MockServerFactory = Callable[..., Awaitable[TestServer]]
 CLIENT_KEY = "client-SECRET-key"
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+KEY = f"x-api-key: {CLIENT_KEY}"  # past the key gate to the 404 (keyless: a 401)
 FORMATTERS = {"json": JSONLineFormatter(), "text": TextLineFormatter()}
 TEXT_RECORD = re.compile(r"\d\d:\d\d:\d\d\.\d{3} \w+ +[.\w]+ +\S")
 
@@ -124,7 +125,9 @@ async def stack(
 FORGED = {
     "model CRLF JSON": request("/v1/chat/completions", chat_body('\r\n{"forged": true}')),
     "model LF line": request("/v1/chat/completions", chat_body("x\n2026-01-01 INFO forged")),
-    "path CRLF JSON": request("/v1/chat/completions%0D%0A%7B%22forged%22:%20true%7D", b"{}"),
+    "path CRLF JSON": request(
+        "/v1/chat/completions%0D%0A%7B%22forged%22:%20true%7D", b"{}", KEY
+    ),  # (with a key: the policy has keyed routes, so a keyless 404 would be a 401)
     "path LF line": request("/v1/files/x%0A2026-01-01%20INFO%20forged", b"{}"),
     "header tab line": request(
         "/v1/chat/completions", chat_body("gpt-4o"), "x-request-id: a\t2026-01-01 INFO forged"
@@ -159,7 +162,7 @@ async def test_a_forged_value_writes_one_escaped_line(stack: Stack, case: str, f
 
 
 REFUSED = {
-    "no route": (request("/v1/nothing/here", method="GET"), 404, "no_route"),
+    "no route": (request("/v1/nothing/here", b"", KEY, method="GET"), 404, "no_route"),
     "path trick": (request("/v1/files/../../admin", b"{}"), 400, "invalid_request"),
     "too large": (request("/v1/chat/completions", b" " * 5000 + b"{}"), 413, "request_too_large"),
     "bad JSON": (request("/v1/chat/completions", b'{"model": '), 400, "invalid_request"),
@@ -206,8 +209,10 @@ async def test_draining_refusals_write_a_line(stack: Stack) -> None:
 
 async def test_a_flood_of_refusals_is_held_to_the_rate_limit_plus_a_summary(stack: Stack) -> None:
     probes = 10_000
-    flood = [request(f"/v1/probe/{n}", method="GET", last=False) for n in range(probes - 1)]
-    answers = await stack.send(*flood, request("/v1/probe/last", method="GET"))
+    flood = [
+        request(f"/v1/probe/{n}", b"", KEY, method="GET", last=False) for n in range(probes - 1)
+    ]
+    answers = await stack.send(*flood, request("/v1/probe/last", b"", KEY, method="GET"))
     assert statuses(answers) == [404] * probes
     refusals = [record for record in stack.records() if record["logger"] == "sidecar.refusal"]
     assert len(refusals) == BURST  # the clock stands still: no refill
