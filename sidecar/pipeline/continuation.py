@@ -33,8 +33,8 @@ import orjson
 
 from sidecar.errors import SidecarError
 from sidecar.observability.metrics import Metrics
-from sidecar.pipeline.attempt import include_usage
 from sidecar.pipeline.call import Answer, AttemptFailed, Call, Handler, Stage, TargetFailed
+from sidecar.pipeline.reply import include_usage
 from sidecar.pipeline.retry import NotRetryable
 from sidecar.policy.model import Route, Target
 from sidecar.providers.formats import Seen, stream_error
