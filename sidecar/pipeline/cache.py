@@ -31,8 +31,8 @@ from sidecar.cache.key import cache_key, cacheable
 from sidecar.cache.render import render, replayable
 from sidecar.cache.store import Entry, ResponseCache
 from sidecar.observability.metrics import Metrics
-from sidecar.pipeline.attempt import include_usage
 from sidecar.pipeline.call import Answer, Call, Completion, Handler, Stage, Upstreaming
+from sidecar.pipeline.reply import include_usage
 from sidecar.policy.model import Route, Upstream
 from sidecar.providers.formats import Seen
 from sidecar.providers.streams import Passthrough, StreamTranslator

@@ -27,24 +27,23 @@ request's scope like any other, so a client that leaves mid-splice releases it.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, replace
 
 import orjson
-from aiohttp import ClientConnectionError, ClientPayloadError
 
 from sidecar.errors import SidecarError
 from sidecar.observability.metrics import Metrics
-from sidecar.pipeline.attempt import include_usage
 from sidecar.pipeline.call import Answer, AttemptFailed, Call, Handler, Stage, TargetFailed
+from sidecar.pipeline.reply import include_usage
 from sidecar.pipeline.retry import NotRetryable
 from sidecar.policy.model import Route, Target
-from sidecar.providers.formats import Seen, inspect, stream_error
+from sidecar.providers.formats import Seen, stream_error
 from sidecar.providers.streams import ClientWriter
 from sidecar.resilience.budget import RetryBudget
 from sidecar.streaming.delivered import Delivered
+from sidecar.streaming.events import EventReader, ReadFailed
 from sidecar.streaming.relay import ByteSink
-from sidecar.streaming.sse import SSEError
+from sidecar.streaming.sse import Event
 
 
 def make_continuation(
@@ -186,40 +185,39 @@ async def _splice(
     strict = mode == "restart"
     splice = _Splicer(expected, strict, writer)
     idle = call.route.timeouts.idle
-    fmt = answer.upstream.format
+    source = stream.content
+    reader = EventReader(source, stream.parser, answer.upstream.format, idle)  # type: ignore[arg-type]
     try:
         for seen in stream.seen:
             if await splice.take(seen, sink):
                 return await _end(call, splice, delivered, mode, writer, sink)
-        while True:
-            async with asyncio.timeout(idle):
-                chunk = await stream.content.readany()  # type: ignore[attr-defined]
-            events = stream.parser.feed(chunk) if chunk else []
-            if not chunk:
-                last = stream.parser.close()
-                events = [last] if last else []
-            for event in events:
-                seen = inspect(fmt, event)
+        while not reader.ended:
+            for _, seen in await _next(reader):
                 if seen.error_status is not None:
                     raise _Broken(seen.error_message or "an upstream error event")
                 if seen.malformed:  # it may have carried text: never leave a gap
                     raise _Broken("the continuation sent an event that is not valid JSON")
                 if await splice.take(seen, sink):
                     return await _end(call, splice, delivered, mode, writer, sink)
-            if not chunk:
-                if splice.finish is not None:
-                    return await _end(call, splice, delivered, mode, writer, sink)
-                raise _Broken("the continuation ended before the answer was complete")
+        if splice.finish is not None:
+            return await _end(call, splice, delivered, mode, writer, sink)
+        raise _Broken("the continuation ended before the answer was complete")
     except Diverged:
         detail = "the retried answer differs from what was already delivered"
-    except TimeoutError:
-        detail = f"the continuation stalled (no data for {idle:g}s)"
-    except (ClientPayloadError, ClientConnectionError, SSEError) as exc:
-        detail = f"the continuation's connection was lost ({type(exc).__name__})"
     except _Broken as broken:
         detail = str(broken)
     await sink.write(_incomplete(call, detail))
     return Continued(False, detail=detail)
+
+
+async def _next(reader: EventReader) -> list[tuple[Event, Seen]]:
+    """The continuation's next read; a failed read breaks it (a client write never does)."""
+    try:
+        return await reader.next_batch()
+    except ReadFailed as failed:
+        if failed.kind == "stalled":
+            raise _Broken(f"the continuation stalled ({failed})") from None
+        raise _Broken(f"the continuation's connection was lost ({failed.cause})") from None
 
 
 class _Broken(Exception):

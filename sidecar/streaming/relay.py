@@ -4,8 +4,9 @@ After the commit point nothing is retried. Upstream events are forwarded as
 their original bytes. A malformed data event is never forwarded and never
 skipped: it may have carried part of the answer, so it breaks the stream there
 (the caller finishes the answer elsewhere, or the client gets the error event).
-Only events that carry nothing (comments, keep-alives) are dropped, by the
-parser. The stream ends in exactly one of three ways:
+Only events that carry nothing (comments, keep-alives) are dropped, before the
+relay sees them (``streaming/events.py`` reads and classifies). A stream ends
+in exactly one of three ways:
 
 * the upstream's terminator (``[DONE]`` / ``message_stop``) was relayed → success;
 * the upstream ended (cleanly, by a cut, or by going silent) after a finish
@@ -18,17 +19,15 @@ parser. The stream ends in exactly one of three ways:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from aiohttp import ClientConnectionError, ClientPayloadError
-
-from sidecar.providers.formats import inspect, stream_error
+from sidecar.providers.formats import stream_error
 from sidecar.providers.streams import Passthrough, StreamTranslator
 from sidecar.streaming.delivered import Delivered
-from sidecar.streaming.sse import SSEError, SSEParser
+from sidecar.streaming.events import ByteSource, EventReader, ReadFailed
+from sidecar.streaming.sse import SSEParser
 from sidecar.typedefs import WireFormat
 
 log = logging.getLogger("sidecar.stream")
@@ -38,10 +37,6 @@ UNTRANSLATABLE = (ValueError, TypeError, KeyError, AttributeError)
 RelayResult = Literal[
     "complete", "finalised", "cut", "stalled", "upstream_error", "truncated", "malformed"
 ]
-
-
-class ByteSource(Protocol):
-    async def readany(self) -> bytes: ...
 
 
 class ByteSink(Protocol):
@@ -85,31 +80,20 @@ async def relay(
     outcome = RelayOutcome("complete")
     track = delivered if delivered is not None else Delivered()
     fail = _fail if emit_errors else _quiet
-    while True:
+    reader = EventReader(source, parser, fmt, idle)
+    while not reader.ended:
         try:
-            async with asyncio.timeout(idle):
-                chunk = await source.readany()
-        except TimeoutError:
-            if finished:  # the answer is complete; only its terminator is missing
+            batch = await reader.next_batch()
+        except ReadFailed as failed:
+            if finished and failed.kind != "invalid":  # only the terminator is missing
                 return await _finalise(sink, translate, outcome)
-            detail = f"no data for {idle:g}s"
-            return await fail(sink, client, request_id, outcome, "stalled", detail)
-        except (ClientPayloadError, ClientConnectionError) as exc:
-            if finished:
-                return await _finalise(sink, translate, outcome)
-            detail = f"the upstream connection was lost ({type(exc).__name__})"
-            return await fail(sink, client, request_id, outcome, "cut", detail)
-        try:
-            if chunk:
-                events = parser.feed(chunk)
-            else:
-                last = parser.close()
-                events = [last] if last else []
-        except SSEError as exc:
-            return await fail(sink, client, request_id, outcome, "cut", str(exc))
+            detail = str(failed)
+            if failed.kind == "lost":
+                detail = f"the upstream connection was lost ({failed.cause})"
+            result: RelayResult = "stalled" if failed.kind == "stalled" else "cut"
+            return await fail(sink, client, request_id, outcome, result, detail)
         out = bytearray()
-        for event in events:
-            seen = inspect(fmt, event)
+        for event, seen in batch:
             if seen.malformed:
                 outcome.dropped += 1
                 log.warning(
@@ -142,13 +126,12 @@ async def relay(
             finished = finished or seen.finished
         if out:
             await sink.write(bytes(out))
-        if not chunk:
-            if finished:
-                return await _finalise(sink, translate, outcome)
-            return await fail(
-                sink, client, request_id, outcome, "truncated",
-                "the upstream stream ended before the answer was complete",
-            )  # fmt: skip
+    if finished:
+        return await _finalise(sink, translate, outcome)
+    return await fail(
+        sink, client, request_id, outcome, "truncated",
+        "the upstream stream ended before the answer was complete",
+    )  # fmt: skip
 
 
 async def _finalise(

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import pytest
+from aiohttp import ClientConnectionResetError
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from sidecar.pipeline.call import (
@@ -460,3 +461,29 @@ async def test_an_empty_retry_budget_stops_the_continuation() -> None:
     result, _, sink = await run(Chain(A), Chain(B), failed=A, sent=delivered("Hi"), available=False)
     assert not result.ok
     assert_incomplete(sink, "retry budget")
+
+
+class GoneSink(Sink):
+    """A client that went away: each write fails as aiohttp's does, and is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tried: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        self.tried.append(data)
+        raise ClientConnectionResetError("Cannot write to closing transport")
+
+
+async def test_a_client_that_leaves_during_the_splice_is_not_an_upstream_cut() -> None:
+    # aiohttp's server-side write errors are ClientConnectionErrors too: the splice must
+    # not take the client's departure for the continuation's connection breaking.
+    chain = Chain(B, streaming(oa_stream("Hello", " world")))
+    call = make_call(route(A, B))
+    sink = GoneSink()
+    with pytest.raises(ClientConnectionResetError):
+        await continue_answer(
+            call, ((A, Chain(A)), (B, chain)), A, budget(), delivered("Hel"), sink, False
+        )
+    (written,) = sink.tried  # the text, and no error event about a lost upstream after it
+    assert json.loads(written.removeprefix(b"data: "))["choices"][0]["delta"] == {"content": "lo"}

@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Iterable
 
 import pytest
-from aiohttp import ClientConnectionError, ClientPayloadError
+from aiohttp import ClientConnectionError, ClientConnectionResetError, ClientPayloadError
+from stream_support import HANG, Source
 
 from sidecar.providers.formats import inspect, stream_error, terminator
 from sidecar.streaming.relay import RelayOutcome, relay
 from sidecar.streaming.sse import Event, SSEParser
 from sidecar.typedefs import WireFormat
-
-HANG = object()  # a script step that never returns
-
-
-class Source:
-    """Scripted chunks; an exception instance is raised; HANG waits forever; then EOF."""
-
-    def __init__(self, steps: Iterable[object]) -> None:
-        self._steps = list(steps)
-        self.reads = 0
-
-    async def readany(self) -> bytes:
-        self.reads += 1
-        if not self._steps:
-            return b""
-        step = self._steps.pop(0)
-        if step is HANG:
-            await asyncio.Event().wait()
-        if isinstance(step, BaseException):
-            raise step
-        assert isinstance(step, bytes)
-        return step
 
 
 class Sink:
@@ -338,3 +316,18 @@ async def test_an_event_that_cannot_be_translated_ends_the_stream_with_one_error
     assert outcome.result == "malformed"
     assert sidecar_error("openai", sink)["code"] == "stream_malformed"
     assert_not_both("openai", sink)
+
+
+async def test_a_client_that_leaves_is_not_an_upstream_cut() -> None:
+    # aiohttp's server-side write errors are ClientConnectionErrors too: they must reach
+    # the respond stage (client_cancelled), not be read as the upstream breaking.
+    class Gone(Sink):
+        async def write(self, data: bytes) -> None:
+            self.writes.append(data)
+            raise ClientConnectionResetError("Cannot write to closing transport")
+
+    parts = STREAMS["openai"]
+    sink = Gone()
+    with pytest.raises(ClientConnectionResetError):
+        await relay(Source([parts["text"], parts["finish"]]), sink, SSEParser(), "openai", 5.0, "r")
+    assert sink.writes == [parts["text"]]  # and no error event tried after it
