@@ -88,9 +88,10 @@ def upstream_headers(
     )
     base = _REQUEST_DROP if passes else _REQUEST_DROP_WITH_CREDENTIALS
     drop = _with_connection_listed(base, incoming)
-    out: CIMultiDict[str] = CIMultiDict(
-        (key, value) for key, value in incoming.items() if key.lower() not in drop
-    )
+    out: CIMultiDict[str] = CIMultiDict()
+    for key, value in incoming.items():
+        if key.lower() not in drop:
+            out.add(key, value)
     if upstream.auth is not None:
         out[upstream.auth.header] = upstream.auth.value.reveal()
     out["x-request-id"] = request_id
@@ -107,8 +108,9 @@ def client_headers(
     drop = _with_connection_listed(_RESPONSE_DROP, upstream_response)
     if upstream is not None and upstream.auth is not None:
         drop = drop | {upstream.auth.header.lower()}
-    return CIMultiDict(
-        (key, value)
-        for key, value in upstream_response.items()
-        if key.lower() not in drop and not key.lower().startswith("access-control-")
-    )
+    out: CIMultiDict[str] = CIMultiDict()
+    for key, value in upstream_response.items():
+        name = key.lower()
+        if name not in drop and not name.startswith("access-control-"):
+            out.add(key, value)
+    return out
