@@ -18,6 +18,7 @@ MIN_SECRET: int = 4  # shorter values would redact ordinary words, not secrets
 # What an upstream sends is redacted only for values at least this long (as access keys):
 # a short value ("1234", a user name like "admin") would mangle answers, not protect keys.
 MIN_ECHOED: Final = 8
+_REDACTED: Final = REDACTED.encode()
 _Trie = dict[str, "_Trie"]
 _SCHEME: Final = re.compile(r"(?i)^(?:bearer|basic|token|key)\s+(\S+)$")
 
@@ -53,26 +54,28 @@ class Scrubber:
     left alone.
     """
 
-    __slots__ = ("_bytes", "_text")
+    __slots__ = ("_pattern",)
 
     def __init__(self, secrets: Iterable[str]) -> None:
         forms = {form for s in secrets for form in _encodings(s) if len(form) >= MIN_ECHOED}
-        pattern = _trie_pattern(forms)  # a trie: as fast with a keys file as with one key
-        self._text = re.compile(pattern) if forms else None
-        self._bytes = re.compile(pattern.encode()) if forms else None
+        # One pattern, over UTF-8 bytes (text is matched through its encoding: UTF-8 is
+        # self-synchronising, so a match never starts or ends inside a character); a
+        # trie, so a keys file of thousands of keys is still one pass over the text.
+        self._pattern = re.compile(_trie_pattern(forms).encode()) if forms else None
 
     def __bool__(self) -> bool:
-        return self._text is not None
+        return self._pattern is not None
 
     def text(self, value: str) -> str:
         """*value* with every secret replaced."""
-        return self._text.sub(REDACTED, value) if self._text is not None else value
+        if self._pattern is None:
+            return value
+        encoded = value.encode("utf-8", "surrogatepass")
+        return self._pattern.sub(_REDACTED, encoded).decode("utf-8", "surrogatepass")
 
     def bytes(self, value: bytes) -> bytes:
         """*value* (UTF-8, as bodies come) with every secret replaced."""
-        if self._bytes is None:
-            return value
-        return self._bytes.sub(REDACTED.encode(), value)
+        return self._pattern.sub(_REDACTED, value) if self._pattern is not None else value
 
 
 def make_scrubber(policy: PolicySet) -> Scrubber:

@@ -96,3 +96,9 @@ def test_a_thousand_keys_are_one_fast_pattern() -> None:
     scrubber = Scrubber(keys)
     body = ("x" * 1000 + keys[-1]) * 64  # 64 KiB, the largest error body read
     assert scrubber.text(body).count(REDACTED) == 64
+
+
+def test_text_that_is_not_plain_utf_8_passes_untouched_but_for_the_secret() -> None:
+    scrubber = Scrubber(["sk-\u00e9t\u00e9-key-1"])  # non-ASCII in the key itself
+    text = "\udcff caf\u00e9 \U0001f600 sk-\u00e9t\u00e9-key-1 \ud800"  # lone surrogates too
+    assert scrubber.text(text) == f"\udcff caf\u00e9 \U0001f600 {REDACTED} \ud800"
