@@ -97,9 +97,10 @@ def upstream_headers(
     passes = passes_client_auth(upstream, client_format, sidecar_keys)
     base = _REQUEST_DROP if passes else _REQUEST_DROP_WITH_CREDENTIALS
     drop = _with_connection_listed(base, incoming)
-    out: CIMultiDict[str] = CIMultiDict(
-        (key, value) for key, value in incoming.items() if key.lower() not in drop
-    )
+    out: CIMultiDict[str] = CIMultiDict()
+    for key, value in incoming.items():
+        if key.lower() not in drop:
+            out.add(key, value)
     if upstream.auth is not None:
         out[upstream.auth.header] = upstream.auth.value.reveal()
     out["x-request-id"] = request_id
@@ -120,8 +121,9 @@ def client_headers(
     if upstream is not None and upstream.auth is not None:
         drop = drop | {upstream.auth.header.lower()}
     scrub = scrubber.text if scrubber else None
-    return CIMultiDict(
-        (key, scrub(value) if scrub is not None else value)
-        for key, value in upstream_response.items()
-        if key.lower() not in drop and not key.lower().startswith("access-control-")
-    )
+    out: CIMultiDict[str] = CIMultiDict()
+    for key, value in upstream_response.items():
+        name = key.lower()
+        if name not in drop and not name.startswith("access-control-"):
+            out.add(key, scrub(value) if scrub is not None else value)
+    return out

@@ -41,7 +41,7 @@ def clip(fields: dict[str, object]) -> dict[str, object]:
         elif type(value) is int:
             if not _INT_MIN <= value <= _INT_MAX:
                 break
-        elif type(value) is not list or not _short_strings(value):
+        elif type(value) is not list or (value and not _short_strings(value)):
             break
     else:
         return fields

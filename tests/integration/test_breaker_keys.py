@@ -1,0 +1,123 @@
+"""Breakers belong to an upstream (and the model actually sent to it), not to a route.
+
+One function names a breaker (``pipeline.breaker.breaker_key``): ``<upstream>``, or
+``<upstream>:<model sent>`` with ``breaker.key: upstream_model`` — the model after the
+target's ``model`` / ``model_map``, not the one the client asked for. So every route
+learns at once that an upstream is down, and a mapped model's breaker is the model
+the upstream actually failed on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from mock_provider.app import create_app as create_mock
+from mock_provider.control import FailureConfig
+from mock_provider.state import STATE, MockSettings
+from sidecar.app import SidecarConfig
+from sidecar.app import create_app as create_sidecar
+from sidecar.resilience.clock import FakeClock
+from sidecar.state import REGISTRIES
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+POLICY = """\
+version: 1
+upstreams:
+  flaky: {{url: "{flaky}", format: openai}}
+  backup: {{url: "{backup}", format: openai}}
+defaults:
+  retry: {{attempts: 1}}
+  breaker: {{consecutive_failures: 2, open_for: 30s{per_model}}}
+routes:
+  - name: first
+    match: {{path: /v1/chat/completions, header: {{name: x-route, value: first}}}}
+    fallback:
+      - {{upstream: flaky, model_map: {{"gpt-4o*": big-model}}}}
+      - {{upstream: backup}}
+  - name: second
+    match: {{path: /v1/chat/completions, header: {{name: x-route, value: second}}}}
+    fallback:
+      - {{upstream: flaky, model_map: {{"gpt-4o*": big-model}}}}
+      - {{upstream: backup}}
+"""
+
+
+@dataclass
+class Stack:
+    sidecar: TestServer
+    flaky: TestServer
+    http: aiohttp.ClientSession
+
+    async def chat(self, route: str, model: str = "gpt-4o") -> str:
+        body = {"model": model, "messages": MESSAGES}
+        headers = {"x-route": route}
+        url = self.sidecar.make_url("/v1/chat/completions")
+        async with self.http.post(url, json=body, headers=headers) as response:
+            assert response.status == 200, await response.text()
+            return response.headers["x-sidecar-upstream"]
+
+    def flaky_calls(self) -> int:
+        return int(self.flaky.app[STATE].stats.snapshot()["total"])  # type: ignore[call-overload]
+
+    def breakers(self) -> dict[str, str]:
+        return {b.key: b.state for b in self.sidecar.app[REGISTRIES].breakers.all()}
+
+
+@pytest.fixture
+async def make_stack(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> AsyncIterator[Callable[[bool], Awaitable[Stack]]]:
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(per_model: bool) -> Stack:
+        flaky = await aiohttp_server(create_mock(MockSettings(name="flaky")))
+        backup = await aiohttp_server(create_mock(MockSettings(name="backup")))
+        flaky.app[STATE].controller.configure(FailureConfig.parse({"server_error": 1.0}))
+        (tmp_path / "p.yaml").write_text(
+            POLICY.format(
+                flaky=str(flaky.make_url("")).rstrip("/"),
+                backup=str(backup.make_url("")).rstrip("/"),
+                per_model=", key: upstream_model" if per_model else "",
+            )
+        )
+        config = SidecarConfig(
+            policies=tmp_path, environ={}, clock=FakeClock(), watch=False, poll_interval=3600
+        )
+        sidecar = await aiohttp_server(create_sidecar(config))
+        http = aiohttp.ClientSession()
+        sessions.append(http)
+        return Stack(sidecar, flaky, http)
+
+    yield start
+    for http in sessions:
+        await http.close()
+
+
+async def test_every_route_learns_at_once_that_an_upstream_is_down(make_stack) -> None:
+    s = await make_stack(False)
+    for _ in range(2):  # two failures through the first route open the breaker ...
+        assert await s.chat("first") == "backup"
+    assert s.breakers() == {"flaky": "open", "backup": "closed"}
+    calls = s.flaky_calls()
+    assert await s.chat("second") == "backup"  # ... and the second route skips flaky too
+    assert s.flaky_calls() == calls  # no call: the open breaker is the upstream's
+
+
+async def test_a_per_model_breaker_is_keyed_by_the_model_sent(make_stack) -> None:
+    s = await make_stack(True)
+    # Two client models that map to one upstream model fail it together.
+    assert await s.chat("first", "gpt-4o") == "backup"
+    assert await s.chat("second", "gpt-4o-mini") == "backup"
+    assert s.breakers()["flaky:big-model"] == "open"
+    assert not any(key.startswith("flaky:gpt-4o") for key in s.breakers())
+    calls = s.flaky_calls()
+    assert await s.chat("first", "gpt-4o-2024-08-06") == "backup"
+    assert s.flaky_calls() == calls
