@@ -77,6 +77,15 @@ class UpstreamUnavailable(SidecarError):
     status, type, code = 502, "server_error", "upstream_error"
 
 
+class UpstreamAuthFailed(SidecarError):
+    """An upstream refused the sidecar's credentials (401/403): the policy's fault, not the app's.
+
+    Retrying cannot help, so SDKs are told not to (``x-should-retry: false``)."""
+
+    status, type, code = 502, "server_error", "upstream_auth_failed"
+    headers = (("x-should-retry", "false"),)
+
+
 class RateLimited(SidecarError):
     """A rate limit of the policy (the route's, or every target's upstream limit)."""
 

@@ -1,5 +1,6 @@
 """Header hygiene: hop-by-hop headers stripped both ways, upstream auth set from the policy,
-the client's credentials forwarded only where the policy opts in."""
+the client's credentials forwarded only where the policy opts in, the policy's secrets
+redacted from what an upstream sends back."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Final
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from sidecar.policy.model import Upstream
+from sidecar.policy.redaction import Scrubber
 
 HOP_BY_HOP: Final = frozenset(
     {
@@ -67,6 +69,17 @@ def _with_connection_listed(base: frozenset[str], headers: CIMultiDictProxy[str]
     return base | {token.strip().lower() for token in value.split(",") if token.strip()}
 
 
+def passes_client_auth(
+    upstream: Upstream, client_format: str | None = None, sidecar_keys: bool = False
+) -> bool:
+    """Whether *upstream* gets the client's own credentials (else only the policy's, if any)."""
+    return (
+        upstream.client_auth == "pass"
+        and (client_format is None or client_format == upstream.format)
+        and not sidecar_keys
+    )
+
+
 def upstream_headers(
     incoming: CIMultiDictProxy[str],
     upstream: Upstream,
@@ -81,11 +94,7 @@ def upstream_headers(
     the route checks keys of its own (*sidecar_keys*: the client's credential is
     the sidecar's key). The policy's ``auth`` header is set last, so it wins.
     """
-    passes = (
-        upstream.client_auth == "pass"
-        and (client_format is None or client_format == upstream.format)
-        and not sidecar_keys
-    )
+    passes = passes_client_auth(upstream, client_format, sidecar_keys)
     base = _REQUEST_DROP if passes else _REQUEST_DROP_WITH_CREDENTIALS
     drop = _with_connection_listed(base, incoming)
     out: CIMultiDict[str] = CIMultiDict()
@@ -99,18 +108,22 @@ def upstream_headers(
 
 
 def client_headers(
-    upstream_response: CIMultiDictProxy[str], upstream: Upstream | None = None
+    upstream_response: CIMultiDictProxy[str],
+    upstream: Upstream | None = None,
+    scrubber: Scrubber | None = None,
 ) -> CIMultiDict[str]:
     """Headers for the client: the upstream's, minus hop-by-hop, framing and credential ones
     (the upstream's own auth header included, should it echo it), and CORS grants (an
     upstream's ``Access-Control-Allow-Origin: *`` must not let a web page read answers
-    paid for with the sidecar's key)."""
+    paid for with the sidecar's key); the policy's secrets redacted from every value kept
+    (an ``x-debug-auth: Bearer sk-...`` echo)."""
     drop = _with_connection_listed(_RESPONSE_DROP, upstream_response)
     if upstream is not None and upstream.auth is not None:
         drop = drop | {upstream.auth.header.lower()}
+    scrub = scrubber.text if scrubber else None
     out: CIMultiDict[str] = CIMultiDict()
     for key, value in upstream_response.items():
         name = key.lower()
         if name not in drop and not name.startswith("access-control-"):
-            out.add(key, value)
+            out.add(key, scrub(value) if scrub is not None else value)
     return out

@@ -37,6 +37,7 @@ from sidecar.headers import client_headers, upstream_headers
 from sidecar.pipeline.call import Answer, AttemptFailed, Call, Completion, Handler, Upstreaming
 from sidecar.pipeline.reply import (
     Peek,
+    ScrubbedErrors,
     check_json,
     check_status,
     include_usage,
@@ -45,6 +46,7 @@ from sidecar.pipeline.reply import (
     refusal,
 )
 from sidecar.policy.model import Route, Target
+from sidecar.policy.redaction import Scrubber
 from sidecar.providers.streams import StreamTranslator, make_translator
 from sidecar.resilience.retry import Failure
 from sidecar.streaming.events import EventReader, ReadFailed
@@ -62,6 +64,7 @@ class DeadlineExceeded(SidecarError):
 @dataclass(frozen=True, slots=True)
 class AttemptDeps:
     session: ClientSession
+    scrubber: Scrubber  # the policy's secrets, redacted from what an upstream echoes
 
 
 def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
@@ -73,6 +76,7 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
     idle = route.timeouts.idle
     base_url = upstream.url
     sidecar_keys = bool(route.access.keys)  # the client's credential is the sidecar's key
+    scrubber = deps.scrubber
 
     async def attempt(call: Call) -> Answer:
         deadline = call.deadline
@@ -90,6 +94,8 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
             headers.popall(name, None)
         headers.extend(sending.add_headers)
         translator = make_translator(fmt, call.client_format, call.request_id, include_usage(call))
+        if scrubber:  # error events only: the answer's own events are never scanned
+            translator = ScrubbedErrors(translator, scrubber)
         response: ClientResponse | None = None
         reading_body = False
         try:
@@ -104,11 +110,11 @@ def make_attempt(route: Route, target: Target, deps: AttemptDeps) -> Handler:
                         timeout=client_timeout,
                         allow_redirects=False,
                     )
-                    answer = upstream_answer(response, target)
+                    answer = upstream_answer(response, target, scrubber)
                     check_status(answer)
                     if answer.status >= 400:
                         answer.body = await response.content.read(MAX_ERROR_BODY)
-                        raise refusal(call, answer, response.headers)
+                        raise refusal(call, answer, response.headers, scrubber)
                     if is_stream(call, response.headers.get("content-type", "")):
                         await _peek(response, answer, fmt, translator)
                         timer.reschedule(None)
@@ -168,8 +174,8 @@ def _finish(response: ClientResponse, _: Completion) -> None:
         response.close()
 
 
-def upstream_answer(response: ClientResponse, target: Target) -> Answer:
-    headers = client_headers(response.headers, target.upstream)
+def upstream_answer(response: ClientResponse, target: Target, scrubber: Scrubber) -> Answer:
+    headers = client_headers(response.headers, target.upstream, scrubber)
     return Answer(response.status, headers, target.upstream, target=target)
 
 

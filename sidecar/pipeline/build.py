@@ -36,6 +36,7 @@ from sidecar.pipeline.tier import Candidate, TierStep, make_load
 from sidecar.pipeline.validate import make_validate
 from sidecar.policy.model import Breaker as BreakerPolicy
 from sidecar.policy.model import PolicySet, Route, Target, Tier
+from sidecar.policy.redaction import Scrubber, make_scrubber
 from sidecar.resilience.balance import Balancer, BalanceRegistry
 from sidecar.resilience.breaker import BreakerRegistry
 from sidecar.resilience.budget import RetryBudget
@@ -99,6 +100,7 @@ class Runtime:
     policy: PolicySet
     pipelines: dict[str, Pipeline]
     gate: KeyGate | None = None  # client keys checked at intake, before the body is read
+    scrubber: Scrubber = field(default_factory=lambda: Scrubber(()))  # secrets an upstream echoes
 
 
 def make_pipeline(
@@ -108,8 +110,11 @@ def make_pipeline(
     shared: SharedStore | None = None,
     policy_hash: str = "",
     breakers: dict[str, BreakerPolicy] | None = None,
+    *,
+    scrubber: Scrubber,
 ) -> Pipeline:
-    """*breakers*: each upstream's breaker settings (``breaker_policies``); default: the route's."""
+    """*breakers*: each upstream's breaker settings (``breaker_policies``); default: the route's.
+    *scrubber*: the policy's secrets (``make_scrubber``), redacted from upstream echoes."""
     breaker_of = breakers or {}
     limiter = registries.limiter
     assert limiter is not None
@@ -144,7 +149,7 @@ def make_pipeline(
                 *([make_load(load, registries.clock)] if load is not None else []),
                 make_meter(registries.metrics, route.name, name),
             ],
-            make_attempt(route, target, AttemptDeps(pools.session_for(target.upstream))),
+            make_attempt(route, target, AttemptDeps(pools.session_for(target.upstream), scrubber)),
         )
         chains[id(target)] = chain
         if target.when == "always":
@@ -176,7 +181,7 @@ def make_pipeline(
         else []
     )
     continuation = (
-        [make_continuation(route, tuple(regular), budget, registries.metrics)]
+        [make_continuation(route, tuple(regular), budget, registries.metrics, scrubber)]
         if route.continuation.enabled
         else []
     )
@@ -233,13 +238,17 @@ def make_runtime(policy: PolicySet, registries: Registries, pools: UpstreamPools
     assert registries.shared is not None
     shared = registries.shared.use(policy.state)
     breakers = breaker_policies(policy)
+    scrubber = make_scrubber(policy)  # compiled once per policy load, shared by every route
     return Runtime(
         policy,
         {
-            route.name: make_pipeline(route, registries, pools, shared, policy.hash, breakers)
+            route.name: make_pipeline(
+                route, registries, pools, shared, policy.hash, breakers, scrubber=scrubber
+            )
             for route in policy.routes
         },
         make_gate(policy),
+        scrubber,
     )
 
 

@@ -37,6 +37,7 @@ from sidecar.pipeline.call import Answer, AttemptFailed, Call, Handler, Stage, T
 from sidecar.pipeline.reply import include_usage
 from sidecar.pipeline.retry import NotRetryable
 from sidecar.policy.model import Route, Target
+from sidecar.policy.redaction import Scrubber
 from sidecar.providers.formats import Seen, stream_error
 from sidecar.providers.streams import ClientWriter
 from sidecar.resilience.budget import RetryBudget
@@ -51,14 +52,23 @@ def make_continuation(
     targets: tuple[tuple[Target, Handler], ...],
     budget: RetryBudget,
     metrics: Metrics,
+    scrubber: Scrubber | None = None,
 ) -> Stage:
-    """Give each streamed answer of the route a ``continuer`` for when it breaks."""
+    """Give each streamed answer of the route a ``continuer`` for when it breaks;
+    *scrubber*: the policy's secrets, redacted from an upstream error quoted to the client."""
 
     async def finish(call: Call, answer: Answer, sink: ByteSink) -> Continued:
         stream = answer.stream
         assert stream is not None
         continued = await continue_answer(
-            call, targets, answer.target, budget, stream.delivered, sink, include_usage(call)
+            call,
+            targets,
+            answer.target,
+            budget,
+            stream.delivered,
+            sink,
+            include_usage(call),
+            scrubber=scrubber,
         )
         metrics.continuations.labels(
             route.name,
@@ -97,6 +107,8 @@ async def continue_answer(
     delivered: Delivered,
     sink: ByteSink,
     include_usage: bool,
+    *,
+    scrubber: Scrubber | None = None,
 ) -> Continued:
     """Finish the answer on the policy's targets, or write one final error event."""
     text = delivered.text
@@ -132,7 +144,7 @@ async def continue_answer(
                 call.client_format, call.request_id, model, include_usage, delivered.block
             )
             try:
-                result = await _splice(call, answer, mode, text, delivered, writer, sink)
+                result = await _splice(call, answer, mode, text, delivered, writer, sink, scrubber)
             except BaseException:  # the client left during the splice
                 answer.done("cancelled")
                 raise
@@ -176,6 +188,7 @@ async def _splice(
     delivered: Delivered,
     writer: ClientWriter,
     sink: ByteSink,
+    scrubber: Scrubber | None,
 ) -> Continued:
     stream = answer.stream
     assert stream is not None
@@ -188,16 +201,12 @@ async def _splice(
     source = stream.content
     reader = EventReader(source, stream.parser, answer.upstream.format, idle)  # type: ignore[arg-type]
     try:
-        for seen in stream.seen:
-            if await splice.take(seen, sink):
+        for seen in stream.seen:  # the peek's events (an error among them too)
+            if await splice.take(_checked(seen, scrubber), sink):
                 return await _end(call, splice, delivered, mode, writer, sink)
         while not reader.ended:
             for _, seen in await _next(reader):
-                if seen.error_status is not None:
-                    raise _Broken(seen.error_message or "an upstream error event")
-                if seen.malformed:  # it may have carried text: never leave a gap
-                    raise _Broken("the continuation sent an event that is not valid JSON")
-                if await splice.take(seen, sink):
+                if await splice.take(_checked(seen, scrubber), sink):
                     return await _end(call, splice, delivered, mode, writer, sink)
         if splice.finish is not None:
             return await _end(call, splice, delivered, mode, writer, sink)
@@ -208,6 +217,17 @@ async def _splice(
         detail = str(broken)
     await sink.write(_incomplete(call, detail))
     return Continued(False, detail=detail)
+
+
+def _checked(seen: Seen, scrubber: Scrubber | None) -> Seen:
+    """*seen*, unless it breaks the continuation: an error event (quoted to the client,
+    the policy's secrets redacted) or a malformed one (it may have carried text)."""
+    if seen.error_status is not None:
+        message = seen.error_message or "an upstream error event"
+        raise _Broken(scrubber.text(message) if scrubber else message)
+    if seen.malformed:
+        raise _Broken("the continuation sent an event that is not valid JSON")
+    return seen
 
 
 async def _next(reader: EventReader) -> list[tuple[Event, Seen]]:

@@ -1,7 +1,9 @@
 """An upstream reply, judged and put in the client's words (the adapter's other half).
 
 No I/O: the attempt stage reads, these functions judge what it read. An error
-status is a failure carrying its body in the client's format; a 200 of the
+status is a failure carrying its body in the client's format, the policy's
+secrets redacted from it (and a 401/403 to the sidecar's own credentials a 502
+``upstream_auth_failed``); a 200 of the
 wrong kind (JSON to a streaming client, a stream to a JSON one, an HTML page
 where a chat answer belongs) is a failure to fail over from; a stream's events
 are held (``Peek``) until the first token, and an error or a malformed event
@@ -11,11 +13,16 @@ is translated when the request was.
 
 from __future__ import annotations
 
-import orjson
-from multidict import CIMultiDictProxy
+import logging
 
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from sidecar.errors import UpstreamAuthFailed, error_body
+from sidecar.headers import passes_client_auth
 from sidecar.pipeline.call import Answer, AttemptFailed, Call, Upstreaming
 from sidecar.pipeline.validate import CHAT_PATHS
+from sidecar.policy.redaction import Scrubber
 from sidecar.providers.formats import Seen
 from sidecar.providers.responses import (
     anthropic_message_to_openai,
@@ -23,10 +30,13 @@ from sidecar.providers.responses import (
     openai_completion_to_anthropic,
     translate_error,
 )
+from sidecar.providers.streams import StreamTranslator
 from sidecar.resilience.retry import Failure, parse_retry_after
 from sidecar.streaming.relay import UNTRANSLATABLE
 from sidecar.streaming.sse import Event
 from sidecar.typedefs import WireFormat
+
+log = logging.getLogger("sidecar")
 
 
 def include_usage(call: Call) -> bool:
@@ -49,19 +59,76 @@ def check_status(answer: Answer) -> None:
         raise AttemptFailed(Failure("status", 502, detail=f"invalid status {answer.status}"))
 
 
-def refusal(call: Call, answer: Answer, headers: CIMultiDictProxy[str]) -> AttemptFailed:
-    """An error reply (its body read): the failure, with status and body in the client's format."""
+def refusal(
+    call: Call, answer: Answer, headers: CIMultiDictProxy[str], scrubber: Scrubber | None = None
+) -> AttemptFailed:
+    """An error reply (its body read): the failure, with status and body in the client's format.
+
+    The policy's secrets are redacted from the body (an upstream may echo the key it
+    was sent). A 401/403 to the sidecar's credentials becomes ``credential_refused``;
+    the failure keeps the upstream's status, so it is still never retried (DESIGN rule 5).
+    """
     failure = Failure(
         "status",
         answer.status,
         parse_retry_after(headers.get("retry-after-ms"), headers.get("retry-after")),
     )
-    if call.outgoing is not None and call.outgoing.translated:
+    if scrubber:
+        answer.body = scrubber.bytes(answer.body)
+    sidecar_keys = bool(call.route.access.keys)
+    if answer.status in (401, 403) and not passes_client_auth(
+        answer.upstream, call.client_format, sidecar_keys
+    ):
+        credential_refused(call, answer)
+    elif call.outgoing is not None and call.outgoing.translated:
         upstream, client = answer.upstream.format, call.client_format
         answer.body = translate_error(upstream, client, answer.status, answer.body)
         answer.status = error_status(upstream, client, answer.status)
         answer.headers["content-type"] = "application/json"
     return AttemptFailed(failure, answer)
+
+
+def credential_refused(call: Call, answer: Answer) -> None:
+    """The upstream refused the policy's credentials (the client's were not sent to it):
+    a 502 ``upstream_auth_failed`` in the client's format naming the upstream, and a
+    warning — never a 401 that would tell the app its own key is wrong."""
+    name = answer.upstream.name
+    log.warning(
+        {
+            "request_id": call.request_id,
+            "route": call.route.name,
+            "upstream": name,
+            "status": answer.status,
+            "event": "upstream_auth_failed",
+        }
+    )
+    error = UpstreamAuthFailed(
+        f"upstream {name!r} refused the sidecar's credentials ({answer.status}); "
+        "the sidecar's policy must be fixed, the request's own key was not sent to it"
+    )
+    answer.body = error_body(error, call.client_format, call.request_id)
+    answer.status = error.status
+    answer.headers = CIMultiDict([("content-type", "application/json"), *error.headers])
+
+
+class ScrubbedErrors:
+    """A stream translator whose error events go out with the policy's secrets redacted.
+
+    Only error events are scanned: a 2xx stream's content is the model's output,
+    not an echo, and the hot path does not pay for a scan."""
+
+    __slots__ = ("_inner", "_scrubber")
+
+    def __init__(self, inner: StreamTranslator, scrubber: Scrubber) -> None:
+        self._inner = inner
+        self._scrubber = scrubber
+
+    def event(self, event: Event, seen: Seen) -> bytes:
+        out = self._inner.event(event, seen)
+        return out if seen.error_status is None else self._scrubber.bytes(out)
+
+    def finalise(self) -> bytes:
+        return self._inner.finalise()
 
 
 def is_stream(call: Call, content_type: str) -> bool:

@@ -1,17 +1,29 @@
-"""Keeping a policy's secrets out of text it did not write (an exception's message)."""
+"""Keeping a policy's secrets out of text it did not write: an exception's message
+(``scrub``), and what an upstream sends back (``Scrubber``, compiled once per policy load)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
-from collections.abc import Iterator, Mapping
-from urllib.parse import urlsplit
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Final
+from urllib.parse import quote, urlsplit
+
+import orjson
 
 from sidecar.policy.model import REDACTED, PolicySet, Secret
 
 MIN_SECRET: int = 4  # shorter values would redact ordinary words, not secrets
+# What an upstream sends is redacted only for values at least this long (as access keys):
+# a short value ("1234", a user name like "admin") would mangle answers, not protect keys.
+MIN_ECHOED: Final = 8
+_REDACTED: Final = REDACTED.encode()
+_Trie = dict[str, "_Trie"]
+_SCHEME: Final = re.compile(r"(?i)^(?:bearer|basic|token|key)\s+(\S+)$")
 
 
-def secret_values(policy: PolicySet) -> set[str]:
+def secret_values(policy: PolicySet, min_length: int = MIN_SECRET) -> set[str]:
     """Every ``Secret`` of *policy* (auth values, client keys, the state URL), and each
     password written in one of its URLs."""
     found: set[str] = set()
@@ -21,7 +33,7 @@ def secret_values(policy: PolicySet) -> set[str]:
             found.update(_password(value.reveal()))
         elif isinstance(value, str) and "@" in value:
             found.update(_password(value))
-    return {value for value in found if len(value) >= MIN_SECRET}
+    return {value for value in found if len(value) >= min_length}
 
 
 def scrub(text: str, policy: PolicySet) -> str:
@@ -31,12 +43,107 @@ def scrub(text: str, policy: PolicySet) -> str:
     return text
 
 
+class Scrubber:
+    """A policy's secrets, as an upstream may echo them, redacted from text and bytes.
+
+    Built once per policy load (one precompiled pattern), used on the sidecar's
+    error paths only: upstream header values, non-2xx bodies, stream error events.
+    Each secret is matched as written, as the credential after an auth scheme
+    (``Bearer <value>``), percent-encoded and JSON-escaped; a URL's user name and
+    password also as HTTP Basic credentials. Values shorter than ``MIN_ECHOED`` are
+    left alone.
+    """
+
+    __slots__ = ("_pattern",)
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        forms = {form for s in secrets for form in _encodings(s) if len(form) >= MIN_ECHOED}
+        # One pattern, over UTF-8 bytes (text is matched through its encoding: UTF-8 is
+        # self-synchronising, so a match never starts or ends inside a character); a
+        # trie, so a keys file of thousands of keys is still one pass over the text.
+        self._pattern = re.compile(_trie_pattern(forms).encode()) if forms else None
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def text(self, value: str) -> str:
+        """*value* with every secret replaced."""
+        if self._pattern is None:
+            return value
+        encoded = value.encode("utf-8", "surrogatepass")
+        return self._pattern.sub(_REDACTED, encoded).decode("utf-8", "surrogatepass")
+
+    def bytes(self, value: bytes) -> bytes:
+        """*value* (UTF-8, as bodies come) with every secret replaced."""
+        return self._pattern.sub(_REDACTED, value) if self._pattern is not None else value
+
+
+def make_scrubber(policy: PolicySet) -> Scrubber:
+    """The scrubber of *policy*'s secrets: its ``Secret`` values and its URLs' user info."""
+    found = secret_values(policy, MIN_ECHOED)
+    for value in _walk(policy):
+        text = value.reveal() if isinstance(value, Secret) else value
+        if isinstance(text, str) and "@" in text:
+            found.update(_userinfo(text))
+    return Scrubber(found)
+
+
+def _trie_pattern(words: Iterable[str]) -> str:
+    """One regular expression matching each of *words*, longest first, as a trie."""
+    trie: _Trie = {}
+    for word in words:
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a word ends here
+    return _node_pattern(trie)
+
+
+def _node_pattern(node: _Trie) -> str:
+    out: list[str] = []
+    while True:
+        ends = "" in node
+        children = [(char, child) for char, child in sorted(node.items()) if char]
+        if len(children) == 1 and not ends:  # a plain run of characters: no group
+            char, node = children[0]
+            out.append(re.escape(char))
+            continue
+        if children:
+            group = "(?:" + "|".join(re.escape(c) + _node_pattern(n) for c, n in children) + ")"
+            out.append(group + "?" if ends else group)  # greedy: the longer secret first
+        return "".join(out)
+
+
+def _encodings(secret: str) -> set[str]:
+    """*secret* as written and without its auth scheme, each also percent-encoded and
+    JSON-escaped."""
+    credential = _SCHEME.match(secret)
+    values = {secret} if credential is None else {secret, credential.group(1)}
+    forms = set(values)
+    for value in values:
+        forms.update((quote(value, safe=""), orjson.dumps(value).decode()[1:-1]))
+    return forms
+
+
 def _password(url: str) -> list[str]:
     try:
         password = urlsplit(url).password
     except ValueError:
         return []
     return [password] if password else []
+
+
+def _userinfo(url: str) -> list[str]:
+    """A URL's user name (a key may be written there) and its Basic credentials."""
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        return []
+    if not user:
+        return []
+    pair = f"{user}:{password or ''}"
+    return [user, base64.b64encode(pair.encode()).decode()]
 
 
 def _walk(value: object) -> Iterator[object]:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import anthropic
+import openai
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -87,14 +89,19 @@ class Seen:
     headers: dict[str, str]
 
 
+Reply = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
+
+
 @dataclass
 class Recorder:
-    """The upstream: records every request; *fail_auth* gets a 503; *hold* keeps requests open."""
+    """The upstream: records every request; *fail_auth* gets a 503; *hold* keeps requests open;
+    *reply* (given the request and its headers) answers instead of the completion."""
 
     seen: list[Seen] = field(default_factory=list)
     fail_auth: set[str] = field(default_factory=set)
     echo: bool = False
     hold: asyncio.Event | None = None
+    reply: Reply | None = None
     active: dict[str, int] = field(default_factory=dict)
     peak: dict[str, int] = field(default_factory=dict)
 
@@ -110,6 +117,8 @@ class Recorder:
                 await self.hold.wait()
             if who in self.fail_auth:
                 return web.json_response({"error": {"message": "down"}}, status=503)
+            if self.reply is not None:
+                return await self.reply(request, headers)
             response = web.json_response(COMPLETION)
             if self.echo:  # a debugging proxy that reflects the request's credentials
                 for name in ("authorization", "x-api-key", "x-upstream-token"):
@@ -701,3 +710,196 @@ def test_an_upstreams_cors_grants_do_not_reach_the_client() -> None:
         )
     )
     assert list(client_headers(upstream).items()) == [("Content-Type", "application/json")]
+
+
+# -- 6. secrets an upstream echoes -------------------------------------------------------
+
+SECRETS = (KEY_A, KEY_B, CLIENT_KEY, "upstream-A-SECRET", "upstream-B-SECRET")
+ANTHROPIC = {"anthropic-version": "2023-06-01", **JSON}
+MESSAGES = b'{"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}'
+ECHO_ROUTES = """\
+  - {name: messages, match: {path: /v1/messages}, fallback: [{upstream: a}]}
+  - {name: byok-open, match: {path: /v1/byok/chat/completions}, fallback: [{upstream: byok}]}
+  - {name: open-only, match: {path: /v1/open/chat/completions}, fallback: [{upstream: open}]}
+"""
+
+
+def credential(headers: dict[str, str]) -> str:
+    """The credential the upstream was sent (as it came: ``Bearer sk-...`` or bare)."""
+    return headers.get("authorization") or headers.get("x-upstream-token") or ""
+
+
+def hostile(status: int) -> Reply:
+    """An upstream that repeats the key it was sent everywhere it can."""
+
+    async def reply(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+        sent = credential(headers)
+        bare = sent.removeprefix("Bearer ")
+        message = f"Incorrect API key provided: {sent} (key {bare})"
+        error = {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}
+        body = COMPLETION if status == 200 else {"error": error}
+        response = web.json_response(body, status=status)
+        response.headers["x-debug-auth"] = sent
+        response.headers["x-key"] = bare
+        response.headers["WWW-Authenticate"] = f'Bearer error="invalid_token", key="{bare}"'
+        response.headers["Set-Cookie"] = f"session={bare}; HttpOnly"
+        return response
+
+    return reply
+
+
+async def stream_then_echo(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+    """A 200 stream whose first token is followed by an error event repeating the key."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    delta = {"role": "assistant", "content": "hi"}
+    chunk = {**COMPLETION, "object": "chat.completion.chunk", "usage": None,
+             "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}  # fmt: skip
+    await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+    error = {"message": f"the key {credential(headers)} was revoked", "type": "server_error"}
+    await response.write(b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
+    return response
+
+
+def leaked(response: bytes) -> list[str]:
+    """The policy's secrets in *response* (every byte of it: status line, headers, body)."""
+    return [secret for secret in SECRETS if secret.encode() in response]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "expected"),
+    [
+        ("/v1/chat/completions", CHAT, 200, 200),  # headers of a good answer
+        ("/v1/chat/completions", CHAT, 400, 400),  # never retried: a's reply as it came
+        ("/v1/chat/completions", CHAT, 500, 500),  # a, then b: b's reply is the last
+        ("/v1/chat/completions", CHAT, 401, 502),
+        ("/v1/messages", MESSAGES, 400, 400),  # translated into the Anthropic shape
+        ("/v1/messages", MESSAGES, 403, 502),
+    ],
+    ids=["openai-200", "openai-400", "openai-500", "openai-401", "anthropic-400", "anthropic-403"],
+)
+async def test_an_upstream_repeating_the_key_hands_it_to_no_client(
+    make_stack, path: str, body: bytes, status: int, expected: int
+) -> None:
+    s = await make_stack(routes=ECHO_ROUTES)
+    s.recorder.reply = hostile(status)
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    if path == "/v1/messages":
+        head += "anthropic-version: 2023-06-01\r\n"
+    response = await s.raw(head.encode(), body)
+    assert status_of(response) == expected, response
+    assert s.recorder.seen  # the upstream did get (and echo) its key
+    assert leaked(response) == [], response
+    lowered = response.lower()
+    assert b"set-cookie" not in lowered
+    assert b"www-authenticate" not in lowered
+    if expected != 502:  # the upstream's own reply, its echoes redacted
+        assert b"x-debug-auth: ***redacted***\r\n" in response, response
+        assert b"Incorrect API key provided" in response or status == 200
+
+
+@pytest.mark.parametrize("client", ["openai", "anthropic"])
+async def test_a_stream_error_event_repeating_the_key_is_redacted(make_stack, client) -> None:
+    s = await make_stack(routes=ECHO_ROUTES)
+    s.recorder.reply = stream_then_echo
+    if client == "openai":
+        head = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        )
+        body = CHAT[:-1] + b', "stream": true}'
+    else:
+        head = (
+            b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"anthropic-version: 2023-06-01\r\n"
+        )
+        body = MESSAGES[:-1] + b', "stream": true}'
+    response = await s.raw(head, body)
+    assert status_of(response) == 200, response
+    assert b"was revoked" in response  # the error event did reach the client ...
+    assert b"***redacted***" in response
+    assert leaked(response) == [], response  # ... without the key
+
+
+async def test_a_continuation_quoting_an_error_event_leaves_the_key_out(make_stack) -> None:
+    # a breaks after its first token; b, asked to finish the answer, breaks the same way:
+    # the client's last event quotes b's error (the continuation's), redacted.
+    route = """\
+  - name: continued
+    match: {path: /v1/continued/chat/completions}
+    continuation: {enabled: true}
+    fallback: [{upstream: a}, {upstream: b}]
+"""
+    s = await make_stack(routes=route)
+    s.recorder.reply = stream_then_echo
+    head = (
+        b"POST /v1/continued/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\n"
+    )
+    response = await s.raw(head, CHAT[:-1] + b', "stream": true}')
+    assert status_of(response) == 200, response
+    assert len(s.recorder.seen) == 2  # a, then b to continue
+    assert b"stream_incomplete" in response
+    assert b"was revoked" in response, response.decode()
+    assert leaked(response) == [], response
+
+
+async def test_an_upstream_401_is_a_502_for_the_openai_sdk(make_stack, openai_for) -> None:
+    s = await make_stack(routes=ECHO_ROUTES)
+    s.recorder.reply = hostile(401)
+    client = openai_for(s.sidecar, api_key="sk-client-own", max_retries=2)
+    with pytest.raises(openai.InternalServerError) as caught:
+        await client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_auth_failed"
+    assert "'a'" in caught.value.message  # the upstream by its policy name ...
+    assert s.upstream.make_url("").host not in caught.value.message  # ... not its URL
+    assert len(s.recorder.seen) == 1  # never retried or failed over (not by the SDK either)
+
+
+async def test_an_upstream_403_is_a_502_for_the_anthropic_sdk(
+    make_stack, anthropic_for, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = await make_stack(routes=ECHO_ROUTES)
+    s.recorder.reply = hostile(403)
+    client = anthropic_for(s.sidecar, api_key="sk-ant-client-own", max_retries=2)
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        await client.messages.create(
+            model="gpt-4o", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.status_code == 502
+    assert caught.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    assert "upstream 'a' refused" in caught.value.message
+    assert len(s.recorder.seen) == 1
+    warned = [r for r in caplog.records if "upstream_auth_failed" in str(r.msg)]
+    assert warned
+    assert warned[0].levelname == "WARNING"
+    assert warned[0].msg["upstream"] == "a"  # type: ignore[index]
+
+
+async def test_an_upstream_without_the_clients_key_is_the_sidecars_fault(make_stack) -> None:
+    # No auth and no client_auth: pass: the upstream got no client credential either.
+    s = await make_stack(routes=ECHO_ROUTES)
+    s.recorder.reply = hostile(401)
+    async with s.http.post(
+        s.sidecar.make_url("/v1/open/chat/completions"),
+        data=CHAT,
+        headers={"Authorization": "Bearer sk-client-own", **JSON},
+    ) as response:
+        assert response.status == 502
+        assert (await response.json())["error"]["code"] == "upstream_auth_failed"
+
+
+async def test_a_client_auth_pass_upstreams_401_is_the_clients(make_stack, openai_for) -> None:
+    s = await make_stack(routes=ECHO_ROUTES)
+    s.recorder.reply = hostile(401)
+    sdk = openai_for(s.sidecar, api_key="sk-client-wrong")
+    client = sdk.with_options(base_url=str(s.sidecar.make_url("/v1/byok")))
+    with pytest.raises(openai.AuthenticationError) as caught:
+        await client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.status_code == 401
+    assert caught.value.code == "invalid_api_key"  # the upstream's own answer
+    assert "sk-client-wrong" in caught.value.message  # the client's own key: not a secret here

@@ -5,7 +5,8 @@ from __future__ import annotations
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from sidecar.headers import HOP_BY_HOP, client_headers, upstream_headers
-from sidecar.policy.model import Auth, Secret, Upstream
+from sidecar.policy.model import REDACTED, Auth, Secret, Upstream
+from sidecar.policy.redaction import Scrubber
 
 OPENAI = Upstream(
     "openai",
@@ -179,6 +180,20 @@ def test_client_headers_drop_echoed_credentials() -> None:
         ("Content-Type", "application/json"),
     )
     assert list(client_headers(response, custom).items()) == [("Content-Type", "application/json")]
+
+
+def test_client_headers_redact_the_policys_secrets_from_every_value() -> None:
+    response = headers(
+        ("X-Debug-Auth", "Bearer sk-policy-key"),
+        ("X-Trace", "key=sk-policy-key; user=1"),
+        ("X-Tag", "kept"),
+    )
+    scrubber = Scrubber(["Bearer sk-policy-key"])
+    assert list(client_headers(response, OPENAI, scrubber).items()) == [
+        ("X-Debug-Auth", REDACTED),
+        ("X-Trace", f"key={REDACTED}; user=1"),
+        ("X-Tag", "kept"),
+    ]
 
 
 def test_request_id_is_always_set() -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from sidecar.pipeline.call import Answer, AttemptFailed, Upstreaming
-from sidecar.pipeline.reply import Peek, check_json, usage
-from sidecar.policy.model import Upstream
+from sidecar.pipeline.call import Answer, AttemptFailed, Call, Outgoing, Upstreaming
+from sidecar.pipeline.reply import Peek, check_json, refusal, usage
+from sidecar.policy.model import REDACTED, Access, Auth, Match, Route, Secret, Target, Upstream
+from sidecar.policy.redaction import Scrubber
 from sidecar.providers.formats import inspect
 from sidecar.providers.streams import Passthrough, make_translator
 from sidecar.streaming.sse import SSEParser
+from sidecar.typedefs import WireFormat
 
 ANTHROPIC = Upstream("claude", "http://claude.invalid", "anthropic")
 
@@ -131,3 +133,74 @@ def test_other_answers_pass_as_they_are() -> None:
 )
 def test_usage(body: dict[str, object], expected: tuple[int, int] | None) -> None:
     assert usage(body) == expected
+
+
+# -- error replies: secrets redacted, the sidecar's refused credential a 502 -------------
+
+KEYED = Upstream(
+    "gw", "http://gw.invalid", "openai", Auth("Authorization", Secret("Bearer sk-gw-key"))
+)
+BYOK = Upstream("byok", "http://byok.invalid", "openai", client_auth="pass")
+LOCAL = Upstream("local", "http://local.invalid", "openai")  # no auth, the client's key dropped
+SCRUBBER = Scrubber(["Bearer sk-gw-key"])
+
+
+def refused(
+    upstream: Upstream, status: int, client: WireFormat = "openai", keys: bool = False
+) -> AttemptFailed:
+    route = Route(
+        "chat",
+        Match("/v1/chat/completions"),
+        (Target(upstream),),
+        access=Access((Secret("client-key-1"),) if keys else ()),
+    )
+    call = Call(
+        "rid",
+        "POST",
+        "/v1/chat/completions",
+        CIMultiDictProxy(CIMultiDict()),
+        client,
+        route,
+        b"{}",
+        {},
+        "gpt-4o",
+        False,
+    )
+    call.outgoing = Outgoing("/v1/chat/completions", b"{}", translated=client != "openai")
+    body = json.dumps({"error": {"message": "bad key Bearer sk-gw-key", "type": "x"}}).encode()
+    reply = Answer(status, CIMultiDict({"content-type": "application/json"}), upstream, body)
+    empty: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+    return refusal(call, reply, empty, SCRUBBER)
+
+
+@pytest.mark.parametrize(
+    ("upstream", "client", "keys", "expected"),
+    [
+        (KEYED, "openai", False, 502),  # the policy's key was refused
+        (LOCAL, "openai", False, 502),  # no key was sent: the policy's fault still
+        (BYOK, "openai", False, 401),  # the client's own key: its refusal is the client's
+        (BYOK, "anthropic", False, 502),  # an Anthropic key never goes to an OpenAI upstream
+        (BYOK, "openai", True, 502),  # the route's access key is the sidecar's, never sent
+    ],
+)
+def test_a_401_is_the_clients_only_when_its_own_key_was_sent(
+    upstream: Upstream, client: WireFormat, keys: bool, expected: int
+) -> None:
+    failed = refused(upstream, 401, client, keys)
+    assert failed.failure.status == 401  # never retried nor failed over (rule 5)
+    assert failed.answer is not None
+    assert failed.answer.status == expected
+    body = json.loads(failed.answer.body)
+    if expected == 502 and client == "openai":
+        assert body["error"]["code"] == "upstream_auth_failed"
+        assert f"upstream {upstream.name!r}" in body["error"]["message"]
+        assert failed.answer.headers["x-should-retry"] == "false"
+    elif expected == 502:
+        assert body["error"]["type"] == "api_error"
+    assert b"sk-gw-key" not in failed.answer.body
+
+
+def test_an_error_body_loses_the_policys_secrets() -> None:
+    failed = refused(KEYED, 400)
+    assert failed.answer is not None
+    assert json.loads(failed.answer.body)["error"]["message"] == f"bad key {REDACTED}"
