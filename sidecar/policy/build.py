@@ -30,6 +30,7 @@ from sidecar.policy.fields import (
     size,
     subtree,
 )
+from sidecar.policy.files import InputFile
 from sidecar.policy.merge import RouteSource
 from sidecar.policy.model import (
     Access,
@@ -44,7 +45,6 @@ from sidecar.policy.model import (
     Upstream,
     Window,
 )
-from sidecar.policy.source import InputFile
 from sidecar.typedefs import JSON as Tree
 from sidecar.typedefs import WireFormat
 

@@ -1,12 +1,10 @@
 """The effective policy, for people: JSON for ``/admin/policy``, text for ``sidecar explain``.
 
 Every value shown is the effective one (defaults filled in); secrets are
-redacted, and so is any password in an upstream URL.
+redacted, and so is the whole user info (``user:password@``) of every URL.
 """
 
 from __future__ import annotations
-
-from urllib.parse import urlsplit, urlunsplit
 
 from sidecar.policy.model import (
     REDACTED,
@@ -19,21 +17,9 @@ from sidecar.policy.model import (
     Target,
     Upstream,
 )
+from sidecar.policy.redaction import redact_url
 from sidecar.policy.units import format_duration as dur
 from sidecar.typedefs import JSON
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal: keep its brackets
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}:{REDACTED}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def upstream_json(upstream: Upstream) -> JSON:

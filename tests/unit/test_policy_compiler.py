@@ -681,3 +681,12 @@ def test_state_url_ports_that_parse_are_accepted(tmp_path: Path, url: str) -> No
     policy = load(tmp_path, one(ROUTE + state))
     assert policy.state.url is not None
     assert policy.state.url.reveal() == url
+
+
+# --- upstreams ---------------------------------------------------------------------------
+
+
+def test_upstream_url_with_a_bad_port_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    bad = "  bad: {url: 'http://proxy:pass-word@h:99999', format: openai}\n"
+    (message,) = errors(tmp_path, one(bad + ROUTE))
+    assert message == "p.yaml:5:14: upstreams.bad.url: the port is not a number 0-65535"
