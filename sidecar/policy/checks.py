@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import cast
 from urllib.parse import urlsplit
 
+from sidecar.headers import CLIENT_CLAIMS, CREDENTIALS
 from sidecar.policy.errors import Issue, Path, did_you_mean
 from sidecar.policy.merge import RouteSource, has
 from sidecar.policy.model import (
@@ -66,9 +67,24 @@ def check_state(document: Document, state: StateBackend, issues: list[Issue]) ->
 
 
 def check_upstream(document: Document, name: str, spec: Tree, issues: list[Issue]) -> None:
-    """An upstream's URL has a port that parses."""
+    """An upstream's URL has a port that parses; it allows only droppable headers through."""
     if not _port_ok(cast(str, spec["url"])):
         issues.append(document.issue(("upstreams", name, "url"), _BAD_PORT))
+    for index, header in enumerate(cast(list[str], spec.get("forward_headers", []))):
+        lowered = header.lower()
+        if lowered in CLIENT_CLAIMS:
+            continue
+        allowed = sorted(CLIENT_CLAIMS)
+        hint = (
+            " (a client's credentials: see client_auth)"
+            if lowered in CREDENTIALS
+            else did_you_mean(lowered, allowed)
+        )
+        message = (
+            f"{document.quote(('upstreams', name, 'forward_headers', index), header)} "
+            f"cannot be allowed: forward_headers takes only {', '.join(allowed)}{hint}"
+        )
+        issues.append(document.issue(("upstreams", name, "forward_headers", index), message))
 
 
 def check_route_name(source: RouteSource, first: RouteSource | None, checker: Checker) -> bool:

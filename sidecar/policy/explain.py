@@ -28,6 +28,7 @@ def upstream_json(upstream: Upstream) -> JSON:
         "format": upstream.format,
         "auth": {"header": upstream.auth.header, "value": REDACTED} if upstream.auth else None,
         "client_auth": upstream.client_auth,
+        "forward_headers": sorted(upstream.forward_headers),
         "connect_timeout": dur(upstream.connect_timeout),
         "pool": {"max_connections": upstream.max_connections},
         "capabilities": {"prefill": upstream.prefill, "tools": upstream.tools},
@@ -208,6 +209,11 @@ def _target_lines(route: Route, index: int, target: Target) -> list[str]:
         f"        timeouts   connect {dur(connect)}, first byte {dur(timeouts.first_byte)}, "
         f"idle {dur(timeouts.idle)}",
         f"        auth       {_auth_text(route, up)}",
+        *(
+            [f"        forwards   {', '.join(sorted(up.forward_headers))} (dropped by default)"]
+            if up.forward_headers
+            else []
+        ),
         *(
             [
                 f"        limit      {up.rate_limit.describe(burst=True)} "

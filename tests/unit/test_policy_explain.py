@@ -32,6 +32,7 @@ upstreams:
     connect_timeout: 750ms
     capabilities: {{prefill: true}}
     client_auth: pass
+    forward_headers: [X-Forwarded-For, cookie]
 defaults:
   deadline: 30s
   timeouts: {{first_byte: 10s}}
@@ -112,6 +113,7 @@ def test_policy_json_upstreams(policy: PolicySet) -> None:
             "format": "openai",
             "auth": {"header": "Authorization", "value": REDACTED},
             "client_auth": "drop",
+            "forward_headers": [],
             "connect_timeout": "2s",
             "pool": {"max_connections": 256},
             "capabilities": {"prefill": False, "tools": True},
@@ -122,6 +124,7 @@ def test_policy_json_upstreams(policy: PolicySet) -> None:
             "format": "anthropic",
             "auth": None,
             "client_auth": "pass",
+            "forward_headers": ["cookie", "x-forwarded-for"],
             "connect_timeout": "750ms",
             "pool": {"max_connections": 256},
             "capabilities": {"prefill": True, "tools": True},
@@ -238,6 +241,8 @@ def test_explain_shows_each_route_pipeline_with_effective_values(policy: PolicyS
         "        auth       none; client credentials passed (client_auth: pass, same wire format "
         "only)"
     ) in lines
+    assert "        forwards   cookie, x-forwarded-for (dropped by default)" in lines
+    assert sum(line.startswith("        forwards") for line in lines) == 1  # anthropic's only
     assert "route 2 'rest': prefix /v1/ (any method)" in lines
     assert "     1) openai (openai, https://api.example.com), model → gpt-4o" in lines
     assert "                   Retry-After ignored" in lines
