@@ -4,6 +4,7 @@ redacted from what an upstream sends back."""
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -24,8 +25,22 @@ HOP_BY_HOP: Final = frozenset(
         "upgrade",
     }
 )
+# Not who the client is: an upstream or a gateway that trusts these for rate limits, logs
+# or allow-lists would believe whatever the client wrote. Nor another method. Cookies are
+# for browsers and their sites, not for an API key's upstream. Dropped unless an
+# upstream's ``forward_headers`` names them: the only names it may (policy/checks.py).
+CLIENT_CLAIMS: Final = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-real-ip",
+        "x-http-method-override",
+        "x-method-override",
+        "cookie",
+    }
+)
 # Set by the sidecar or its HTTP client, never copied from the other side.
-_NOT_FORWARDED: Final = frozenset(
+_NOT_FORWARDED: Final = CLIENT_CLAIMS | frozenset(
     {
         "host",
         "content-length",
@@ -38,15 +53,6 @@ _NOT_FORWARDED: Final = frozenset(
         "x-forwarded-host",
         "x-original-url",
         "x-rewrite-url",
-        # Nor who it is: an upstream or a gateway that trusts these for rate limits, logs
-        # or allow-lists would believe whatever the client wrote. Nor another method.
-        "forwarded",
-        "x-forwarded-for",
-        "x-real-ip",
-        "x-http-method-override",
-        "x-method-override",
-        # Cookies are for browsers and their sites, not for an API key's upstream.
-        "cookie",
     }
 )
 # An upstream's cookies and auth challenges are about the sidecar's credential, not the
@@ -80,6 +86,13 @@ def passes_client_auth(
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _allowing(base: frozenset[str], allowed: frozenset[str]) -> frozenset[str]:
+    """*base* minus an upstream's ``forward_headers`` (never more than CLIENT_CLAIMS, which
+    the compiler checks too): computed once per upstream and cached, not per request."""
+    return base - (allowed & CLIENT_CLAIMS)
+
+
 def upstream_headers(
     incoming: CIMultiDictProxy[str],
     upstream: Upstream,
@@ -92,10 +105,14 @@ def upstream_headers(
     The client's credentials go out only to an upstream that opts in
     (``client_auth: pass``) and speaks the client's wire format, and never when
     the route checks keys of its own (*sidecar_keys*: the client's credential is
-    the sidecar's key). The policy's ``auth`` header is set last, so it wins.
+    the sidecar's key). Headers the sidecar drops by default go through when the
+    upstream's ``forward_headers`` names them. The policy's ``auth`` header is set
+    last, so it wins.
     """
     passes = passes_client_auth(upstream, client_format, sidecar_keys)
     base = _REQUEST_DROP if passes else _REQUEST_DROP_WITH_CREDENTIALS
+    if upstream.forward_headers:  # the policy lets some of the dropped ones through
+        base = _allowing(base, upstream.forward_headers)
     drop = _with_connection_listed(base, incoming)
     out: CIMultiDict[str] = CIMultiDict()
     for key, value in incoming.items():

@@ -21,6 +21,7 @@ from sidecar.policy.fields import (
     duration,
     given,
     header,
+    header_names,
     methods,
     number,
     rate_key,
@@ -30,6 +31,7 @@ from sidecar.policy.fields import (
     size,
     subtree,
 )
+from sidecar.policy.files import InputFile
 from sidecar.policy.merge import RouteSource
 from sidecar.policy.model import (
     Access,
@@ -44,7 +46,6 @@ from sidecar.policy.model import (
     Upstream,
     Window,
 )
-from sidecar.policy.source import InputFile
 from sidecar.typedefs import JSON as Tree
 from sidecar.typedefs import WireFormat
 
@@ -54,7 +55,14 @@ def upstream(name: str, spec: Tree) -> Upstream:
     base = Upstream(name, cast(str, spec["url"]).rstrip("/"), cast(WireFormat, spec["format"]))
     return replace(
         base,
-        **given(spec, auth=auth, connect_timeout=duration, client_auth=same, rate_limit=rate_limit),
+        **given(
+            spec,
+            auth=auth,
+            connect_timeout=duration,
+            client_auth=same,
+            rate_limit=rate_limit,
+            forward_headers=header_names,
+        ),
         **given(subtree(spec, "pool"), max_connections=same),
         **given(subtree(spec, "capabilities"), prefill=same, tools=same),
     )

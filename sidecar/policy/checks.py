@@ -6,14 +6,22 @@ A merged route value is located where it was written: in the route, else in
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from typing import cast
 from urllib.parse import urlsplit
 
-from sidecar.policy.errors import Issue, Path
+from sidecar.headers import CLIENT_CLAIMS, CREDENTIALS
+from sidecar.policy.errors import Issue, Path, did_you_mean
 from sidecar.policy.merge import RouteSource, has
-from sidecar.policy.model import Backoff, Retry, Route, StateBackend, Target, Timeouts, Window
+from sidecar.policy.model import (
+    Backoff,
+    Retry,
+    Route,
+    StateBackend,
+    Target,
+    Timeouts,
+    Window,
+)
 from sidecar.policy.source import Document
 from sidecar.policy.units import format_duration
 from sidecar.typedefs import JSON as Tree
@@ -27,12 +35,24 @@ class Checker:
         self._defaults = defaults
 
     def at(self, source: RouteSource, subpath: Path, message: str) -> None:
+        """An issue where the route's value at *subpath* was written."""
+        document, path = self._where(source, subpath)
+        self.issues.append(document.issue(path, message))
+
+    def quote(self, source: RouteSource, subpath: Path, value: object) -> str:
+        """The route's *value* at *subpath* for a message (``${VAR}`` when interpolated)."""
+        document, path = self._where(source, subpath)
+        return document.quote(path, value)
+
+    def _where(self, source: RouteSource, subpath: Path) -> tuple[Document, Path]:
         if has(source.tree, subpath) or self._defaults is None:
-            self.issues.append(source.document.issue(("routes", source.index, *subpath), message))
-        elif has(self._defaults[1], subpath):
-            self.issues.append(self._defaults[0].issue(("defaults", *subpath), message))
-        else:
-            self.issues.append(source.document.issue(("routes", source.index), message))
+            return source.document, ("routes", source.index, *subpath)
+        if has(self._defaults[1], subpath):
+            return self._defaults[0], ("defaults", *subpath)
+        return source.document, ("routes", source.index)
+
+
+_BAD_PORT = "the port is not a number 0-65535"  # the URL is not echoed: it may hold a key
 
 
 def check_state(document: Document, state: StateBackend, issues: list[Issue]) -> None:
@@ -42,16 +62,37 @@ def check_state(document: Document, state: StateBackend, issues: list[Issue]) ->
     if state.url is None:
         issues.append(document.issue(("state",), "backend redis needs a url (e.g. ${REDIS_URL})"))
     elif not _port_ok(state.url.reveal()):
-        # Found here, not when the Redis client is built; the text is not echoed (secret).
-        issues.append(document.issue(("state", "url"), "the port is not a number 0-65535"))
+        # Found here, not when the Redis client is built.
+        issues.append(document.issue(("state", "url"), _BAD_PORT))
+
+
+def check_upstream(document: Document, name: str, spec: Tree, issues: list[Issue]) -> None:
+    """An upstream's URL has a port that parses; it allows only droppable headers through."""
+    if not _port_ok(cast(str, spec["url"])):
+        issues.append(document.issue(("upstreams", name, "url"), _BAD_PORT))
+    for index, header in enumerate(cast(list[str], spec.get("forward_headers", []))):
+        lowered = header.lower()
+        if lowered in CLIENT_CLAIMS:
+            continue
+        allowed = sorted(CLIENT_CLAIMS)
+        hint = (
+            " (a client's credentials: see client_auth)"
+            if lowered in CREDENTIALS
+            else did_you_mean(lowered, allowed)
+        )
+        message = (
+            f"{document.quote(('upstreams', name, 'forward_headers', index), header)} "
+            f"cannot be allowed: forward_headers takes only {', '.join(allowed)}{hint}"
+        )
+        issues.append(document.issue(("upstreams", name, "forward_headers", index), message))
 
 
 def check_route_name(source: RouteSource, first: RouteSource | None, checker: Checker) -> bool:
     """Whether the route's name is its own (else reported: *first* has it)."""
     if first is None:
         return True
-    name = source.tree["name"]
-    message = f"route name {name!r} already used in {first.document.file}"
+    name = checker.quote(source, ("name",), source.tree["name"])
+    message = f"route name {name} already used in {first.document.file}"
     checker.at(source, ("name",), message)
     return False
 
@@ -129,12 +170,12 @@ def check_known_upstream(
 ) -> None:
     """Report *name* as unknown, with the closest defined name as a hint."""
     defined = sorted(known)
-    close = difflib.get_close_matches(name, defined, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name, defined)
+    shown = checker.quote(source, (*where, "upstream"), name)
     checker.at(
         source,
         (*where, "upstream"),
-        f"unknown upstream {name!r}{hint}; defined: {', '.join(defined) or 'none'}",
+        f"unknown upstream {shown}{hint}; defined: {', '.join(defined) or 'none'}",
     )
 
 
@@ -162,7 +203,8 @@ def check_tier_entry(
     """Whether a tier's deployment names an upstream new to the tier (*seen* grows by it)."""
     name = cast(str, entry["upstream"])
     if name in seen:
-        checker.at(source, (*at, "upstream"), f"upstream {name!r} is already in this tier")
+        shown = checker.quote(source, (*at, "upstream"), name)
+        checker.at(source, (*at, "upstream"), f"upstream {shown} is already in this tier")
         return False
     seen.add(name)
     if "weight" in entry and strategy != "weighted":

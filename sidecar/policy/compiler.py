@@ -12,12 +12,20 @@ from dataclasses import replace
 from typing import cast
 
 from sidecar.policy import build
-from sidecar.policy.checks import Checker, check_route_name, check_shadowed, check_state
+from sidecar.policy.checks import (
+    Checker,
+    check_route_name,
+    check_shadowed,
+    check_state,
+    check_upstream,
+)
 from sidecar.policy.errors import Issue, PolicyError
 from sidecar.policy.fields import subtree
+from sidecar.policy.files import InputFile
 from sidecar.policy.merge import RouteSource, merge_documents, route_tree
 from sidecar.policy.model import PolicySet, Route
-from sidecar.policy.source import Document, InputFile
+from sidecar.policy.redaction import conceal
+from sidecar.policy.source import Document
 from sidecar.typedefs import JSON as Tree
 
 
@@ -45,6 +53,8 @@ def compile_policy(
     upstreams = {name: build.upstream(name, spec) for name, spec in merged.upstreams.items()}
     policy = PolicySet(content_hash, tuple(d.file for d in documents), upstreams, ())
     checker = Checker(merged.defaults, merged.issues)
+    for name, spec in merged.upstreams.items():
+        check_upstream(merged.upstream_documents[name], name, spec, checker.issues)
     state = policy.state
     if merged.state is not None:
         document, spec = merged.state
@@ -68,5 +78,8 @@ def compile_policy(
             compiled.append(route)
     if checker.issues:
         unique = dict.fromkeys(checker.issues)  # a bad default is reported once, not per route
-        raise PolicyError(sorted(unique, key=lambda i: (i.file, i.line, i.column)))
+        # A message may quote a value of another file (a route's name): no file's variables.
+        variables = [pair for document in documents for pair in document.variables()]
+        concealed = [replace(i, message=conceal(i.message, variables)) for i in unique]
+        raise PolicyError(sorted(concealed, key=lambda i: (i.file, i.line, i.column)))
     return replace(policy, routes=tuple(compiled), state=state)

@@ -1,12 +1,10 @@
 """The effective policy, for people: JSON for ``/admin/policy``, text for ``sidecar explain``.
 
 Every value shown is the effective one (defaults filled in); secrets are
-redacted, and so is any password in an upstream URL.
+redacted, and so is the whole user info (``user:password@``) of every URL.
 """
 
 from __future__ import annotations
-
-from urllib.parse import urlsplit, urlunsplit
 
 from sidecar.policy.model import (
     REDACTED,
@@ -19,21 +17,9 @@ from sidecar.policy.model import (
     Target,
     Upstream,
 )
+from sidecar.policy.redaction import redact_url
 from sidecar.policy.units import format_duration as dur
 from sidecar.typedefs import JSON
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal: keep its brackets
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}:{REDACTED}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def upstream_json(upstream: Upstream) -> JSON:
@@ -42,6 +28,7 @@ def upstream_json(upstream: Upstream) -> JSON:
         "format": upstream.format,
         "auth": {"header": upstream.auth.header, "value": REDACTED} if upstream.auth else None,
         "client_auth": upstream.client_auth,
+        "forward_headers": sorted(upstream.forward_headers),
         "connect_timeout": dur(upstream.connect_timeout),
         "pool": {"max_connections": upstream.max_connections},
         "capabilities": {"prefill": upstream.prefill, "tools": upstream.tools},
@@ -222,6 +209,11 @@ def _target_lines(route: Route, index: int, target: Target) -> list[str]:
         f"        timeouts   connect {dur(connect)}, first byte {dur(timeouts.first_byte)}, "
         f"idle {dur(timeouts.idle)}",
         f"        auth       {_auth_text(route, up)}",
+        *(
+            [f"        forwards   {', '.join(sorted(up.forward_headers))} (dropped by default)"]
+            if up.forward_headers
+            else []
+        ),
         *(
             [
                 f"        limit      {up.rate_limit.describe(burst=True)} "

@@ -77,6 +77,11 @@ def methods(value: object) -> frozenset[str] | None:
     return frozenset(listed) if listed else None
 
 
+def header_names(value: object) -> frozenset[str]:
+    """A list of header names, lower-cased."""
+    return frozenset(name.lower() for name in cast(list[str], value))
+
+
 def header(value: object) -> tuple[str, str]:
     """A header match: (lower-cased name, value glob)."""
     spec = cast(Tree, value)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from sidecar.policy.compiler import compile_policy, input_paths
 from sidecar.policy.errors import Issue, PolicyError
+from sidecar.policy.files import content_hash, read_files, read_inputs
 from sidecar.policy.model import PolicySet
 from sidecar.policy.schema import schema_issues
-from sidecar.policy.source import Document, content_hash, parse, read_files, read_inputs
+from sidecar.policy.source import Document, parse
 
 
 def load_policy(directory: Path, environ: Mapping[str, str]) -> PolicySet:

@@ -29,6 +29,7 @@ class Merged:
     """The parts of every document; a repeated definition is an issue, the first one kept."""
 
     upstreams: dict[str, Tree] = field(default_factory=dict)
+    upstream_documents: dict[str, Document] = field(default_factory=dict)  # where each is
     state: tuple[Document, Tree] | None = None
     defaults: tuple[Document, Tree] | None = None
     routes: list[RouteSource] = field(default_factory=list)
@@ -38,17 +39,16 @@ class Merged:
 def merge_documents(documents: list[Document]) -> Merged:
     """Gather upstreams, ``state``, ``defaults`` and routes of *documents*, in order."""
     merged = Merged()
-    upstream_files: dict[str, str] = {}
     for document in documents:
         data = cast(Tree, document.data)
         merged.state = _once("state", merged.state, document, merged.issues)
         for name, spec in cast(Tree, data.get("upstreams", {})).items():
-            if name in upstream_files:
-                message = f"upstream already defined in {upstream_files[name]}"
+            if name in merged.upstream_documents:
+                message = f"upstream already defined in {merged.upstream_documents[name].file}"
                 merged.issues.append(document.issue(("upstreams", name), message))
                 continue
             merged.upstreams[name] = cast(Tree, spec)
-            upstream_files[name] = document.file
+            merged.upstream_documents[name] = document
         merged.defaults = _once("defaults", merged.defaults, document, merged.issues)
         for index, tree in enumerate(cast(list[Tree], data.get("routes", []))):
             merged.routes.append(RouteSource(document, index, tree))

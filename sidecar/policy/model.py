@@ -80,6 +80,7 @@ class Upstream:
     tools: bool = True
     rate_limit: RateLimit | None = None  # the provider's RPM/TPM: at the limit, skipped
     client_auth: ClientAuth = "drop"
+    forward_headers: frozenset[str] = frozenset()  # lower-cased, within headers.CLIENT_CLAIMS
 
 
 @dataclass(frozen=True, slots=True)

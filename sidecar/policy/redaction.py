@@ -1,5 +1,7 @@
-"""Keeping a policy's secrets out of text it did not write: an exception's message
-(``scrub``), and what an upstream sends back (``Scrubber``, compiled once per policy load)."""
+"""Keeping a policy's secrets out of what it shows and of text it did not write: URLs'
+user info (``redact_url``), exception messages (``scrub``), the values of ``${VAR}``
+references in error messages (``conceal``), and what an upstream sends back
+(``Scrubber``, compiled once per policy load)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import dataclasses
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Final
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -22,17 +24,28 @@ _REDACTED: Final = REDACTED.encode()
 _Trie = dict[str, "_Trie"]
 _SCHEME: Final = re.compile(r"(?i)^(?:bearer|basic|token|key)\s+(\S+)$")
 
+# scheme://userinfo@ — read by hand: urlsplit refuses some URLs (a bad port, a stray
+# bracket), and a redaction must never fail. Everything up to the *last* @ counts: a
+# key holding a / would otherwise end the user info early and show in the path.
+_USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)@", re.DOTALL)
+
+
+def redact_url(url: str) -> str:
+    """*url* with its whole user info (``user:password@``, or a key written as the user)
+    replaced, taken as all before the URL's last ``@``; any text at all is accepted."""
+    return _USERINFO.sub(rf"\g<1>{REDACTED}@", url, count=1)
+
 
 def secret_values(policy: PolicySet, min_length: int = MIN_SECRET) -> set[str]:
-    """Every ``Secret`` of *policy* (auth values, client keys, the state URL), and each
-    password written in one of its URLs."""
+    """Every ``Secret`` of *policy* (auth values, client keys, the state URL), and the user
+    info written in any of its URLs (raw and decoded, whole and in parts)."""
     found: set[str] = set()
     for value in _walk(policy):
         if isinstance(value, Secret):
             found.add(value.reveal())
-            found.update(_password(value.reveal()))
+            found.update(_userinfo(value.reveal()))
         elif isinstance(value, str) and "@" in value:
-            found.update(_password(value))
+            found.update(_userinfo(value))
     return {value for value in found if len(value) >= min_length}
 
 
@@ -40,6 +53,19 @@ def scrub(text: str, policy: PolicySet) -> str:
     """*text* with every secret of *policy* replaced (longest first)."""
     for secret in sorted(secret_values(policy), key=len, reverse=True):
         text = text.replace(secret, REDACTED)
+    return text
+
+
+def conceal(text: str, variables: Iterable[tuple[str, str]]) -> str:
+    """*text* with each (variable, value)'s value replaced by ``${variable}`` (longest
+    first; values shorter than MIN_SECRET are left, as they would garble the text)."""
+    pairs = sorted(
+        (pair for pair in variables if len(pair[1]) >= MIN_SECRET),
+        key=lambda pair: len(pair[1]),
+        reverse=True,
+    )
+    for name, value in pairs:
+        text = text.replace(value, f"${{{name}}}")
     return text
 
 
@@ -80,11 +106,11 @@ class Scrubber:
 
 def make_scrubber(policy: PolicySet) -> Scrubber:
     """The scrubber of *policy*'s secrets: its ``Secret`` values and its URLs' user info."""
-    found = secret_values(policy, MIN_ECHOED)
+    found = secret_values(policy, MIN_ECHOED)  # user info included
     for value in _walk(policy):
         text = value.reveal() if isinstance(value, Secret) else value
         if isinstance(text, str) and "@" in text:
-            found.update(_userinfo(text))
+            found.update(_basic(text))
     return Scrubber(found)
 
 
@@ -125,25 +151,23 @@ def _encodings(secret: str) -> set[str]:
     return forms
 
 
-def _password(url: str) -> list[str]:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return []
-    return [password] if password else []
-
-
 def _userinfo(url: str) -> list[str]:
-    """A URL's user name (a key may be written there) and its Basic credentials."""
-    try:
-        parts = urlsplit(url)
-        user, password = parts.username, parts.password
-    except ValueError:
+    match = _USERINFO.match(url)
+    if match is None:
         return []
-    if not user:
+    info = match.group(2)
+    parts = [info, *info.split(":", 1)]
+    return [text for part in parts for text in (part, unquote(part))]
+
+
+def _basic(url: str) -> list[str]:
+    """The HTTP Basic credentials the sidecar sends for a URL's user info."""
+    match = _USERINFO.match(url)
+    if match is None:
         return []
-    pair = f"{user}:{password or ''}"
-    return [user, base64.b64encode(pair.encode()).decode()]
+    user, _, password = match.group(2).partition(":")
+    pair = f"{unquote(user)}:{unquote(password)}"
+    return [base64.b64encode(pair.encode()).decode()]
 
 
 def _walk(value: object) -> Iterator[object]:

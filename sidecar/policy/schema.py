@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterator
 from functools import cache
@@ -11,7 +10,7 @@ from typing import Any, cast
 
 from jsonschema import Draft202012Validator, ValidationError
 
-from sidecar.policy.errors import Issue
+from sidecar.policy.errors import Issue, did_you_mean, excerpt
 from sidecar.policy.source import Document
 
 _STRUCTURAL = frozenset({"additionalProperties", "required", "propertyNames"})
@@ -51,34 +50,33 @@ def _explain(document: Document, error: ValidationError) -> Iterator[Issue]:
         known = sorted(subschema.get("properties", {}))
         assert isinstance(error.instance, dict)
         for key in sorted(set(error.instance) - set(known)):
-            yield document.issue((*path, key), f"unknown key {key!r}{_suggest(key, known)}")
+            hint = did_you_mean(key, known)
+            yield document.issue((*path, key), f"unknown key {excerpt(key)}{hint}")
         return
     if error.validator == "required":
         missing = str(error.message).split("'")[1]
         yield document.issue(path, f"missing required key {missing!r}")
         return
-    if error.validator == "propertyNames":
-        yield document.issue(path, f"{error.instance!r} is not a valid name")
+    if error.validator == "propertyNames":  # a key: never interpolated
+        yield document.issue(path, f"{excerpt(error.instance)} is not a valid name")
         return
+    # The value as quoted: an excerpt, and ${VAR} for what came from the environment.
+    shown = document.quote(path, error.instance)
     if custom and error.validator not in _STRUCTURAL:
         if error.validator == "oneOf" and isinstance(error.instance, dict):
             yield document.issue(path, str(custom))
         else:
-            yield document.issue(path, f"{error.instance!r} {custom}")
+            yield document.issue(path, f"{shown} {custom}")
         return
     if error.validator == "enum":
         values = cast(list[object], error.validator_value)
         options = [str(option) for option in values]
         choices = ", ".join(repr(option) for option in values)
-        suggestion = _suggest(str(error.instance), options)
-        yield document.issue(path, f"{error.instance!r} is not one of {choices}{suggestion}")
+        suggestion = did_you_mean(str(error.instance), options)
+        yield document.issue(path, f"{shown} is not one of {choices}{suggestion}")
         return
     if error.validator == "const":
-        yield document.issue(path, f"must be {error.validator_value!r}, got {error.instance!r}")
+        yield document.issue(path, f"must be {error.validator_value!r}, got {shown}")
         return
-    yield document.issue(path, str(error.message))
-
-
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    # jsonschema's own message starts with the instance's repr (possibly a whole file).
+    yield document.issue(path, str(error.message).replace(repr(error.instance), shown))

@@ -1,25 +1,27 @@
-"""Reading policy files: YAML with positions, duplicate-key checks, and ``${ENV}`` interpolation.
+"""Parsing policy files: YAML with positions, duplicate-key checks, and ``${ENV}`` interpolation.
 
 Every value read keeps the line and column it came from, so later stages
 (schema, cross-field checks) can report ``file:line:col: path: message``.
+A value that came (partly) from the environment also keeps the text it was
+written as: an error quotes ``${VAR}``, never what the variable holds (it may
+be a key), and no error quotes more than an excerpt of a file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path as FsPath
 from typing import Final
 
 import yaml
 
-from sidecar.policy.errors import Issue, Path, PolicyError
+from sidecar.policy.errors import EXCERPT, Issue, Path, PolicyError, cut, excerpt
+from sidecar.policy.redaction import conceal, redact_url
 
 _REFERENCE: Final = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _BROKEN: Final = re.compile(r"\$\{(?![A-Za-z_][A-Za-z0-9_]*(?::-.*?)?\})")
-SUFFIXES: Final = (".yaml", ".yml")
+_WHOLE: Final = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
 # Bounds on what one file may build: aliases can expand a small file exponentially
 # ("billion laughs"), and deep nesting exhausts the interpreter's recursion limit.
 MAX_VALUES: Final = 100_000
@@ -31,79 +33,73 @@ class _TooLarge(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Interpolation:
+    """A scalar with ``${VAR}`` references: as written, and what the environment put in."""
+
+    written: str
+    values: tuple[tuple[str, str], ...]  # (variable, value) for each one set
+
+    def shown(self) -> str:
+        """``${VAR}`` for a lone reference, else the written text quoted (excerpted)."""
+        if _WHOLE.fullmatch(self.written):
+            return self.written
+        return excerpt(redact_url(self.written))
+
+
+class _AsWritten:
+    """Stands for an interpolated value inside a quoted value: its repr is the written text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True)
 class Document:
     """One parsed policy file: plain data plus where each value came from."""
 
     file: str
     data: object
     marks: Mapping[Path, tuple[int, int]] = field(repr=False)
+    interpolated: Mapping[Path, Interpolation] = field(default_factory=dict, repr=False)
+    multiline: frozenset[Path] = field(default=frozenset(), repr=False)  # never quoted
 
     def issue(self, path: Path, message: str) -> Issue:
-        """An Issue at *path*, or at its nearest ancestor that has a position."""
+        """An Issue at *path*, or at its nearest ancestor that has a position; any value
+        of this document's variables in *message* is replaced by ``${VAR}``."""
         probe = path
         while probe not in self.marks and probe:
             probe = probe[:-1]
         line, column = self.marks.get(probe, (0, 0))
-        return Issue(self.file, line, column, path, message)
+        return Issue(self.file, line, column, path, conceal(message, self.variables()))
 
+    def quote(self, path: Path, value: object) -> str:
+        """*value* (found at *path*) for an error: an excerpt of its repr, each interpolated
+        scalar in it shown as written (``${KEY}``), never as its value, URLs' user info
+        redacted."""
+        return excerpt(self._as_written(path, value))
 
-def policy_files(directory: FsPath) -> list[FsPath]:
-    """The ``*.yaml`` / ``*.yml`` files of *directory*, sorted; hidden ones (``..data``) skipped."""
-    if not directory.is_dir():
-        raise PolicyError([Issue(str(directory), 0, 0, (), "not a directory")])
-    return sorted(
-        entry
-        for entry in directory.iterdir()
-        if entry.suffix in SUFFIXES and not entry.name.startswith(".") and entry.is_file()
-    )
+    def variables(self) -> list[tuple[str, str]]:
+        """(variable, value) of every reference the environment filled in."""
+        return [pair for found in self.interpolated.values() for pair in found.values]
 
-
-def read_files(directory: FsPath) -> list[tuple[str, bytes]]:
-    """(display name, bytes) of every policy file, following symlinks (Kubernetes ``..data``)."""
-    files = []
-    for entry in policy_files(directory):
-        try:
-            files.append((str(entry), entry.read_bytes()))
-        except OSError as exc:  # swapped away between listing and reading
-            raise PolicyError(
-                [Issue(str(entry), 0, 0, (), f"cannot read: {exc.strerror}")]
-            ) from None
-    if not files:
-        raise PolicyError([Issue(str(directory), 0, 0, (), "no *.yaml policy files found")])
-    return files
-
-
-@dataclass(frozen=True, slots=True)
-class InputFile:
-    """A file a policy reads besides its own (``access.keys_file``): its bytes, or why not."""
-
-    path: str
-    raw: bytes | None
-    error: str | None = None  # the OS's reason when it cannot be read
-
-
-def read_inputs(paths: Iterable[str]) -> tuple[InputFile, ...]:
-    """Read each of *paths* once (in order, duplicates dropped); unreadable ones say why."""
-    found = []
-    for path in dict.fromkeys(paths):
-        try:
-            found.append(InputFile(path, FsPath(path).read_bytes()))
-        except OSError as exc:
-            found.append(InputFile(path, None, exc.strerror or type(exc).__name__))
-    return tuple(found)
-
-
-def content_hash(files: list[tuple[str, bytes]], inputs: Iterable[InputFile] = ()) -> str:
-    """A short hash of names and contents, input files included; equal hashes mean
-    nothing changed. Policy files count by name (a ConfigMap's ``..data`` swap keeps
-    them), input files by their full path."""
-    digest = hashlib.sha256()
-    for name, raw in files:
-        digest.update(FsPath(name).name.encode() + b"\0" + raw + b"\0")
-    for extra in inputs:
-        content = extra.raw if extra.raw is not None else f"\1{extra.error}".encode()
-        digest.update(b"\2" + extra.path.encode() + b"\0" + content + b"\0")
-    return digest.hexdigest()[:12]
+    def _as_written(self, path: Path, value: object) -> object:
+        found = self.interpolated.get(path)
+        if found is not None:
+            return _AsWritten(found.shown())
+        if path in self.multiline:  # a file read as one folded text: not even its start
+            return _AsWritten("a text of several lines")
+        if isinstance(value, str):
+            return redact_url(value)  # a URL's user info may be a key written in the file
+        if isinstance(value, dict):
+            return {key: self._as_written((*path, key), item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._as_written((*path, index), item) for index, item in enumerate(value)]
+        return value
 
 
 def parse(file: str, raw: bytes, environ: Mapping[str, str]) -> Document:
@@ -126,7 +122,8 @@ def parse(file: str, raw: bytes, environ: Mapping[str, str]) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise PolicyError([Issue(file, line, column, (), f"invalid YAML: {exc.problem}")]) from None
+        problem = cut(str(exc.problem), 2 * EXCERPT)  # may quote a tag or a character of the file
+        raise PolicyError([Issue(file, line, column, (), f"invalid YAML: {problem}")]) from None
     finally:
         loader.dispose()
     if node is None:
@@ -139,7 +136,7 @@ def parse(file: str, raw: bytes, environ: Mapping[str, str]) -> Document:
         raise PolicyError([Issue(file, 0, 0, (), message)]) from None
     if builder.issues:
         raise PolicyError(builder.issues)
-    return Document(file, data, builder.marks)
+    return Document(file, data, builder.marks, builder.interpolated, frozenset(builder.multiline))
 
 
 class _Builder:
@@ -149,6 +146,8 @@ class _Builder:
         self.file = file
         self.environ = environ
         self.marks: dict[Path, tuple[int, int]] = {}
+        self.interpolated: dict[Path, Interpolation] = {}
+        self.multiline: set[Path] = set()
         self.issues: list[Issue] = []
         self._constructor = yaml.SafeLoader("")
         self._open: set[yaml.Node] = set()  # collections being built (recursive aliases)
@@ -171,6 +170,8 @@ class _Builder:
                 return self._collection(node, path)
             finally:
                 self._open.discard(node)
+        if node.end_mark.line != node.start_mark.line:
+            self.multiline.add(path)
         value = self._construct(node, path)
         if isinstance(value, str) and "$" in value:
             return self._interpolate(node, value, path)
@@ -197,27 +198,37 @@ class _Builder:
         assert isinstance(node, yaml.SequenceNode)
         return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
 
-    def _construct(self, node: yaml.ScalarNode, path: Path) -> object:
+    def _construct(self, node: yaml.ScalarNode, path: Path, shown: str | None = None) -> object:
+        """The scalar's value; *shown* stands for it in an error (an interpolated one)."""
         try:
             return self._constructor.construct_object(node)
         except yaml.MarkedYAMLError as exc:  # e.g. an unknown or unsafe !!tag
-            self._issue(node, path, f"invalid value: {exc.problem}")
+            self._issue(node, path, f"invalid value: {cut(str(exc.problem), 2 * EXCERPT)}")
         except (ValueError, TypeError) as exc:  # e.g. a timestamp with month 13
-            self._issue(node, path, f"invalid value {node.value!r}: {exc}")
+            if shown is not None:  # the reason may quote the value
+                kind = str(node.tag).rpartition(":")[2]
+                self._issue(node, path, f"invalid value {shown}: not a valid {kind}")
+            else:
+                reason = cut(str(exc), EXCERPT)
+                self._issue(node, path, f"invalid value {excerpt(node.value)}: {reason}")
         return None
 
     def _interpolate(self, node: yaml.ScalarNode, value: str, path: Path) -> object:
         if _BROKEN.search(value.replace("$$", "")):
-            self._issue(node, path, f"malformed ${{...}} reference in {value!r}")
+            self._issue(node, path, f"malformed ${{...}} reference in {excerpt(value)}")
             return value
         missing: list[str] = []
+        referenced: list[str] = []
+        taken: list[tuple[str, str]] = []
 
         def substitute(match: re.Match[str]) -> str:
             if match.group(0) == "$$":
                 return "$"
             name, default = match.group(1), match.group(2)
+            referenced.append(name)
             found = self.environ.get(name)
             if found is not None and (found or default is None):
+                taken.append((name, found))
                 return found
             if default is not None:
                 return default
@@ -227,11 +238,14 @@ class _Builder:
         result = _REFERENCE.sub(substitute, value)
         for name in missing:
             self._issue(node, path, f"environment variable {name} is not set (and has no default)")
+        if referenced:
+            self.interpolated[path] = Interpolation(value, tuple(taken))
         if node.style is None:  # plain scalar: `attempts: ${N:-3}` becomes the int 3
             tag = self._constructor.resolve(  # type: ignore[no-untyped-call]
                 yaml.ScalarNode, result, (True, False)
             )
-            return self._construct(yaml.ScalarNode(tag, result, node.start_mark), path)
+            shown = self.interpolated[path].shown() if path in self.interpolated else None
+            return self._construct(yaml.ScalarNode(tag, result, node.start_mark), path, shown)
         return result
 
     def _issue(self, node: yaml.Node, path: Path, message: str) -> None:

@@ -22,10 +22,11 @@ from typing import Generic, Literal, TypeVar
 
 from sidecar.policy.compiler import compile_policy, input_paths
 from sidecar.policy.errors import PolicyError
+from sidecar.policy.files import content_hash, read_files, read_inputs
 from sidecar.policy.loader import parse_files
 from sidecar.policy.model import PolicySet
-from sidecar.policy.redaction import scrub
-from sidecar.policy.source import content_hash, read_files, read_inputs
+from sidecar.policy.redaction import conceal, scrub
+from sidecar.policy.source import Document
 
 log = logging.getLogger("sidecar.policy")
 ReloadOutcome = Literal["loaded", "unchanged", "refused"]
@@ -91,6 +92,7 @@ class PolicyStore(Generic[R_co]):
         digest: str | None = None
         paths: tuple[str, ...] = ()
         policy: PolicySet | None = None
+        documents: list[Document] = []
         try:
             files = read_files(self.directory)
             unchanged = self._unchanged(files)
@@ -107,7 +109,8 @@ class PolicyStore(Generic[R_co]):
             errors = tuple(str(issue) for issue in error.issues)
             return self._refuse(reason, digest, paths, errors)
         except Exception as error:  # any failure refuses the reload
-            return self._refuse(reason, digest, paths, (_describe(error, policy),), where(error))
+            described = _describe(error, policy, documents)
+            return self._refuse(reason, digest, paths, (described,), where(error))
         previous = self._current
         self._current = Active(policy, runtime, paths)
         self.loaded_at = self._wall_clock()
@@ -165,13 +168,14 @@ def _same(files: list[tuple[str, bytes]], inputs: tuple[str, ...], digest: str |
     return digest is not None and content_hash(files, read_inputs(inputs)) == digest
 
 
-def _describe(error: Exception, policy: PolicySet | None) -> str:
+def _describe(error: Exception, policy: PolicySet | None, documents: list[Document]) -> str:
     """One line for an unexpected failure; its message only once the policy's secrets are
-    known (they are scrubbed from it), bounded."""
+    known (they are scrubbed from it, and every variable's value), bounded."""
     stage = "building the runtime" if policy is not None else "loading the policy"
     if policy is None:
         return f"{stage} failed: {type(error).__name__}"
-    message = scrub(" ".join(str(error).split()), policy)[:MAX_MESSAGE]
+    variables = [pair for document in documents for pair in document.variables()]
+    message = scrub(conceal(" ".join(str(error).split()), variables), policy)[:MAX_MESSAGE]
     return f"{stage} failed: {type(error).__name__}: {message}"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -29,6 +30,7 @@ from mock_provider.state import MockSettings
 from sidecar import app as sidecar_app
 from sidecar.app import SidecarConfig
 from sidecar.app import create_app as create_sidecar
+from sidecar.observability.logs import JSONLineFormatter, TextLineFormatter
 from sidecar.policy.store import PolicyStore, ReloadResult
 from sidecar.policy.watcher import PolicyWatcher
 from sidecar.state import ADMIN_APP, STORE
@@ -96,8 +98,12 @@ ADMIN: dict[int, TestServer] = {}  # id(sidecar server) -> its admin API server
 async def sidecar_factory(
     aiohttp_server: ServerFactory,
 ) -> Callable[..., Awaitable[TestServer]]:
-    async def start(directory: Path, poll_interval: float = 3600) -> TestServer:
-        config = SidecarConfig(policies=directory, poll_interval=poll_interval, environ={})
+    async def start(
+        directory: Path, poll_interval: float = 3600, environ: dict[str, str] | None = None
+    ) -> TestServer:
+        config = SidecarConfig(
+            policies=directory, poll_interval=poll_interval, environ=environ or {}
+        )
         app = create_sidecar(config)
         server = await aiohttp_server(app)
         ADMIN[id(server)] = await aiohttp_server(app[ADMIN_APP])
@@ -269,6 +275,60 @@ async def test_a_redis_url_with_a_bad_port_is_refused_and_the_old_policy_serves(
     (tmp_path / "chat.yaml").write_text(policy_text(urls, "b"))
     await wait_until_answered_by(client, "b", within=2.0)
     assert (await admin_policy(sidecar))["last_error"] is None
+
+
+SECRET = "sk-live-9f8e7d6c5b4a"
+PASSWD = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> str:
+    """Every sidecar record as the sidecar writes it, in both log formats."""
+    ours = [record for record in caplog.records if record.name.startswith("sidecar")]
+    formatters = (JSONLineFormatter(), TextLineFormatter())
+    return "\n".join(form.format(record) for form in formatters for record in ours)
+
+
+async def test_a_refused_policy_never_shows_a_variables_value(
+    tmp_path: Path, urls: dict[str, str], sidecar_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "chat.yaml").write_text(policy_text(urls, "a"))
+    sidecar = await sidecar_factory(tmp_path, environ={"KEY": SECRET})
+    bad = (
+        policy_text({"a": "http://${KEY}@a:abc", "b": urls["b"]}, "a", deadline="${KEY}").replace(
+            "format: openai", "format: ${KEY}", 1
+        )
+        + "defaults:\n  retry:\n    attempts: ${KEY}\n"
+    )
+    (tmp_path / "chat.yaml").write_text(bad)
+    status = await refusal_shown(sidecar)
+    errors = status["last_error"]["errors"]
+    assert [error.split(": ", 1)[1] for error in errors] == [
+        "upstreams.a.format: ${KEY} is not one of 'openai', 'anthropic'",
+        "routes[0].deadline: ${KEY} is not a duration (expected e.g. 250ms, 2s, 1m)",
+        "defaults.retry.attempts: ${KEY} is not of type 'integer'",
+    ]
+    assert SECRET not in json.dumps(status)
+    assert SECRET not in logged(caplog)
+    assert "${KEY} is not a duration" in logged(caplog)  # the refusal was logged
+
+
+async def test_a_policy_file_linked_from_outside_is_refused_unread(
+    tmp_path: Path, urls: dict[str, str], sidecar_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory, outside = tmp_path / "policies", tmp_path / "passwd"
+    directory.mkdir()
+    outside.write_text(PASSWD)
+    (directory / "chat.yaml").write_text(policy_text(urls, "a"))
+    sidecar = await sidecar_factory(directory)
+    good_hash = (await admin_policy(sidecar))["hash"]
+    (directory / "zz.yaml").symlink_to(outside)
+    status = await refusal_shown(sidecar)
+    assert status["hash"] == good_hash  # the last good policy keeps serving
+    assert status["last_error"]["errors"] == [
+        f"{directory / 'zz.yaml'}: a symlink to a file outside the policy directory: refused"
+    ]
+    assert "root:x" not in json.dumps(status)
+    assert "root:x" not in logged(caplog)
 
 
 @pytest.mark.parametrize("events", [True, False], ids=["file watch", "poll"])

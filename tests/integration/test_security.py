@@ -64,6 +64,7 @@ upstreams:
     pool: {{max_connections: 3}}
   open: {{url: "{rec}/open", format: openai}}
   byok: {{url: "{rec}/byok", format: openai, client_auth: pass}}
+  fwd: {{url: "{rec}/fwd", format: openai, forward_headers: [X-Forwarded-For, Cookie]}}
 {upstreams}
 defaults:
   retry: {{attempts: 1}}
@@ -76,6 +77,7 @@ routes:
     access: {{keys: ["{client_key}"]}}
     fallback: [{{upstream: byok}}]
   - {{name: only-b, match: {{path: /v1/b/chat/completions}}, fallback: [{{upstream: b}}]}}
+  - {{name: fwd, match: {{path: /v1/fwd/chat/completions}}, fallback: [{{upstream: fwd}}]}}
   - name: chat
     match: {{path: /v1/chat/completions}}
     fallback: [{{upstream: a}}, {{upstream: b}}]
@@ -210,6 +212,31 @@ async def test_client_host_headers_never_choose_the_upstream(make_stack) -> None
     assert seen.raw_path == "/base/v1/chat/completions"
     for name in ("x-forwarded-host", "x-original-url", "x-rewrite-url"):
         assert name not in seen.headers
+
+
+CLAIMS = {
+    "Forwarded": "for=10.0.0.1",
+    "X-Forwarded-For": "10.0.0.1",
+    "X-Real-IP": "10.0.0.1",
+    "X-HTTP-Method-Override": "DELETE",
+    "Cookie": "session=abc",
+}
+
+
+async def test_client_claims_go_only_to_an_upstream_that_names_them(make_stack) -> None:
+    s = await make_stack()
+    for path in ("/v1/chat/completions", "/v1/fwd/chat/completions"):
+        url = s.sidecar.make_url(path)
+        async with s.http.post(url, data=CHAT, headers={**CLAIMS, **JSON}) as response:
+            assert response.status == 200
+    default, named = s.recorder.seen
+    for name in CLAIMS:
+        assert name.lower() not in default.headers
+    assert named.raw_path == "/fwd/v1/fwd/chat/completions"
+    assert named.headers["x-forwarded-for"] == "10.0.0.1"
+    assert named.headers["cookie"] == "session=abc"
+    for name in ("forwarded", "x-real-ip", "x-http-method-override"):  # not named: dropped
+        assert name not in named.headers
 
 
 async def test_absolute_form_request_target_keeps_the_configured_upstream(make_stack) -> None:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from sidecar.headers import HOP_BY_HOP, client_headers, upstream_headers
+from sidecar.headers import (
+    CLIENT_CLAIMS,
+    CREDENTIALS,
+    HOP_BY_HOP,
+    client_headers,
+    upstream_headers,
+)
 from sidecar.policy.model import REDACTED, Auth, Secret, Upstream
 from sidecar.policy.redaction import Scrubber
 
@@ -168,6 +176,51 @@ def test_client_claims_about_itself_and_cookies_are_not_forwarded() -> None:
     )
     out = upstream_headers(incoming, OPEN, "rid")
     assert dict(out) == {"X-Tag": "kept", "x-request-id": "rid"}
+
+
+CLAIMS = (
+    ("Forwarded", "for=10.0.0.1"),
+    ("X-Forwarded-For", "10.0.0.1"),
+    ("X-Real-IP", "10.0.0.1"),
+    ("Cookie", "session=abc"),
+    ("X-Tag", "kept"),
+)
+
+
+def test_an_upstream_can_allow_named_dropped_headers() -> None:
+    allowed = frozenset({"x-forwarded-for", "cookie"})
+    for base in (OPEN, PASS):
+        upstream = replace(base, forward_headers=allowed)
+        out = upstream_headers(headers(*CLAIMS, *CLIENT_CREDENTIALS), upstream, "rid", "openai")
+        assert out["X-Forwarded-For"] == "10.0.0.1"
+        assert out["Cookie"] == "session=abc"
+        assert "Forwarded" not in out  # not named: still dropped
+        assert "X-Real-IP" not in out
+        # Credentials keep their own rule (client_auth), whatever forward_headers says.
+        assert ("Authorization" in out) == (base is PASS)
+    assert "Cookie" not in upstream_headers(headers(*CLAIMS), OPEN, "rid")  # others: dropped
+
+
+def test_forward_headers_never_let_hop_by_hop_host_or_credentials_through() -> None:
+    # The compiler refuses such names; an Upstream built by hand cannot either.
+    named = frozenset({"host", "content-length", "connection", "authorization", "cookie"})
+    upstream = replace(OPEN, forward_headers=named)
+    incoming = headers(
+        ("Host", "evil.example"),
+        ("Content-Length", "1"),
+        ("Connection", "close"),
+        ("Authorization", "Bearer sk-client"),
+        ("Cookie", "a=1"),
+    )
+    assert dict(upstream_headers(incoming, upstream, "rid")) == {
+        "Cookie": "a=1",
+        "x-request-id": "rid",
+    }
+
+
+def test_what_a_policy_may_allow_is_never_hop_by_hop_framing_host_or_a_credential() -> None:
+    never = HOP_BY_HOP | set(CREDENTIALS) | {"host", "content-length", "content-encoding"}
+    assert not CLIENT_CLAIMS & never
 
 
 def test_client_headers_drop_echoed_credentials() -> None:

@@ -681,3 +681,41 @@ def test_state_url_ports_that_parse_are_accepted(tmp_path: Path, url: str) -> No
     policy = load(tmp_path, one(ROUTE + state))
     assert policy.state.url is not None
     assert policy.state.url.reveal() == url
+
+
+# --- upstreams ---------------------------------------------------------------------------
+
+
+def test_forward_headers_compile_to_a_lower_cased_set(tmp_path: Path) -> None:
+    fwd = "  fwd: {url: http://f, format: openai, forward_headers: [X-Forwarded-For, Cookie]}\n"
+    policy = load(tmp_path, one(fwd + ROUTE))
+    assert policy.upstreams["fwd"].forward_headers == frozenset({"x-forwarded-for", "cookie"})
+    assert policy.upstreams["openai"].forward_headers == frozenset()  # none unless named
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("X-Forwarded-Fro", " (did you mean 'x-forwarded-for'?)"),
+        ("authorization", " (a client's credentials: see client_auth)"),
+        ("Host", ""),
+        ("content-length", ""),
+        ("connection", ""),
+        ("x-forwarded-host", " (did you mean 'x-forwarded-for'?)"),
+    ],
+)
+def test_forward_headers_take_only_the_headers_dropped_as_client_claims(
+    tmp_path: Path, name: str, hint: str
+) -> None:
+    fwd = f"  fwd: {{url: http://f, format: openai, forward_headers: [cookie, {name}]}}\n"
+    assert errors(tmp_path, one(fwd + ROUTE)) == [
+        f"p.yaml:5:66: upstreams.fwd.forward_headers[1]: {name!r} cannot be allowed: "
+        "forward_headers takes only cookie, forwarded, x-forwarded-for, "
+        f"x-http-method-override, x-method-override, x-real-ip{hint}"
+    ]
+
+
+def test_upstream_url_with_a_bad_port_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    bad = "  bad: {url: 'http://proxy:pass-word@h:99999', format: openai}\n"
+    (message,) = errors(tmp_path, one(bad + ROUTE))
+    assert message == "p.yaml:5:14: upstreams.bad.url: the port is not a number 0-65535"

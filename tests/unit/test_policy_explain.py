@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from sidecar import cli
-from sidecar.policy.explain import explain, policy_json, redact_url
+from sidecar.policy.explain import explain, policy_json
 from sidecar.policy.loader import load_policy
 from sidecar.policy.model import REDACTED, PolicySet
+from sidecar.policy.redaction import redact_url
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "sk-SECRET-123"
@@ -31,6 +32,7 @@ upstreams:
     connect_timeout: 750ms
     capabilities: {{prefill: true}}
     client_auth: pass
+    forward_headers: [X-Forwarded-For, cookie]
 defaults:
   deadline: 30s
   timeouts: {{first_byte: 10s}}
@@ -75,10 +77,18 @@ def policy(tmp_path: Path) -> PolicySet:
     ("url", "shown"),
     [
         ("http://h", "http://h"),
-        ("http://user@h:1/x", "http://user@h:1/x"),
-        ("http://u:p@h", f"http://u:{REDACTED}@h"),
-        ("https://u:p@h:8443/base?q=1", f"https://u:{REDACTED}@h:8443/base?q=1"),
-        ("https://u:p@[::1]:8443/x", f"https://u:{REDACTED}@[::1]:8443/x"),
+        ("http://h:8080/x?q=1", "http://h:8080/x?q=1"),
+        # The whole user info: a key is as often written as the user name.
+        ("http://sk-user-key@h:1/x", f"http://{REDACTED}@h:1/x"),
+        ("http://u:p@h", f"http://{REDACTED}@h"),
+        ("https://u:p@h:8443/base?q=1", f"https://{REDACTED}@h:8443/base?q=1"),
+        ("https://u:p@[::1]:8443/x", f"https://{REDACTED}@[::1]:8443/x"),
+        # A key with a / or @ in it: all before the last @ is user info.
+        ("http://sk/ab@c@h/x", f"http://{REDACTED}@h/x"),
+        # URLs urlsplit refuses: redacted all the same, never an exception.
+        ("http://u:pw@h:abc", f"http://{REDACTED}@h:abc"),
+        ("http://u:pw@[::1", f"http://{REDACTED}@[::1"),
+        ("http://[::1", "http://[::1"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:
@@ -103,16 +113,18 @@ def test_policy_json_upstreams(policy: PolicySet) -> None:
             "format": "openai",
             "auth": {"header": "Authorization", "value": REDACTED},
             "client_auth": "drop",
+            "forward_headers": [],
             "connect_timeout": "2s",
             "pool": {"max_connections": 256},
             "capabilities": {"prefill": False, "tools": True},
             "rate_limit": None,
         },
         "anthropic": {
-            "url": f"https://proxy-user:{REDACTED}@anthropic.example.com:8443/base",
+            "url": f"https://{REDACTED}@anthropic.example.com:8443/base",
             "format": "anthropic",
             "auth": None,
             "client_auth": "pass",
+            "forward_headers": ["cookie", "x-forwarded-for"],
             "connect_timeout": "750ms",
             "pool": {"max_connections": 256},
             "capabilities": {"prefill": True, "tools": True},
@@ -207,7 +219,7 @@ def test_explain_shows_each_route_pipeline_with_effective_values(policy: PolicyS
     assert "  3. fallback   2 target(s), in order:" in lines
     assert "     1) openai (openai, https://api.example.com)" in lines
     assert (
-        f"     2) anthropic (anthropic, https://proxy-user:{REDACTED}@anthropic.example.com:8443"
+        f"     2) anthropic (anthropic, https://{REDACTED}@anthropic.example.com:8443"
         "/base), model map: gpt-4o-mini* → claude-haiku, * → claude-sonnet"
     ) in lines
     assert (
@@ -229,6 +241,8 @@ def test_explain_shows_each_route_pipeline_with_effective_values(policy: PolicyS
         "        auth       none; client credentials passed (client_auth: pass, same wire format "
         "only)"
     ) in lines
+    assert "        forwards   cookie, x-forwarded-for (dropped by default)" in lines
+    assert sum(line.startswith("        forwards") for line in lines) == 1  # anthropic's only
     assert "route 2 'rest': prefix /v1/ (any method)" in lines
     assert "     1) openai (openai, https://api.example.com), model → gpt-4o" in lines
     assert "                   Retry-After ignored" in lines
@@ -377,14 +391,14 @@ def test_rate_limits_cache_and_state_are_explained_with_the_redis_password_redac
     shown = json.dumps(policy_json(policy))
     assert "s3cret-pass" not in text
     assert "s3cret-pass" not in shown
-    assert "state: shared through Redis redis://:***redacted***@redis:6379/0" in text
+    assert "state: shared through Redis redis://***redacted***@redis:6379/0" in text
     assert "1. rate limit 60 requests/min, burst 100%, per client_key (429 beyond)" in text
     assert "1. cache      deterministic requests, ttl 10m" in text
     assert "limit      500 requests/min, 90000 tokens/min" in text
     data = policy_json(policy)
     assert data["state"] == {
         "backend": "redis",
-        "url": "redis://:***redacted***@redis:6379/0",
+        "url": "redis://***redacted***@redis:6379/0",
         "prefix": "app1",
         "timeout": "50ms",
     }

@@ -28,9 +28,12 @@ def test_every_secret_of_a_policy_is_scrubbed(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(POLICY)
     policy = load_policy(tmp_path, {})
     assert secret_values(policy) == {
+        "user:up-pass-1",  # the whole user info of a URL, and each part of it
+        "user",
         "up-pass-1",
         "sk-auth-2",
         "redis://:redis-pass-3@h:6379/0",
+        ":redis-pass-3",
         "redis-pass-3",
         "client-key-4",
     }

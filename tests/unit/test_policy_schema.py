@@ -46,6 +46,7 @@ upstreams:
     url: http://user:pw@127.0.0.1:8002/base
     format: anthropic
     client_auth: pass
+    forward_headers: [X-Forwarded-For]
 defaults:
   validate: {max_body: 512KiB, max_prompt_tokens: 1000}
   deadline: 45s
@@ -126,6 +127,7 @@ def test_maximal_policy_compiles_to_every_value(tmp_path: Path) -> None:
         url="http://user:pw@127.0.0.1:8002/base",
         format="anthropic",
         client_auth="pass",
+        forward_headers=frozenset({"x-forwarded-for"}),
     )
     assert dict(policy.upstreams) == {"primary": primary, "backup": backup}
     retry = Retry(
@@ -350,6 +352,16 @@ NAME = "is not a valid name (letters, digits, '_', '.', '-'; at most 64)"
             {"p.yaml": BASE.replace("version: 1", "version: '1'")},
             ["p.yaml:1:10: version: must be 1, got '1'"],
             id="version-string",
+        ),
+        pytest.param(
+            {"p.yaml": BASE.replace("format: openai}", "format: openai, forward_headers: [a b]}")},
+            ["p.yaml:3:56: upstreams.a.forward_headers[0]: 'a b' is not a header name"],
+            id="bad-forward-header-name",
+        ),
+        pytest.param(
+            {"p.yaml": BASE.replace("format: openai}", "format: openai, forward_headers: cookie}")},
+            ["p.yaml:3:55: upstreams.a.forward_headers: 'cookie' is not of type 'array'"],
+            id="forward-headers-not-a-list",
         ),
         pytest.param(
             {"p.yaml": BASE.replace("http://x", "ftp://x")},

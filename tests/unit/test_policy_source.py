@@ -1,14 +1,11 @@
-"""Reading policy files: positions, duplicate keys, ``${ENV}`` interpolation, file discovery."""
+"""Parsing policy files: positions, duplicate keys, ``${ENV}`` interpolation."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 
 from sidecar.policy.errors import Issue, PolicyError, format_path
-from sidecar.policy.source import content_hash, parse, policy_files, read_files
+from sidecar.policy.source import parse
 
 
 def issues_of(text: str | bytes, environ: dict[str, str] | None = None) -> list[str]:
@@ -249,93 +246,3 @@ def test_unquoted_reference_in_a_flow_mapping_is_a_yaml_error() -> None:
     issues = issues_of("retry: {attempts: ${N}}\n", {"N": "3"})
     assert issues == ["p.yaml:1:20: invalid YAML: expected ',' or '}', but got '{'"]
     assert data_of("retry: {value: '${N}'}\n", {"N": "3"}) == {"retry": {"value": "3"}}
-
-
-# --- files ---------------------------------------------------------------------------
-
-
-def write(directory: Path, files: dict[str, str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (directory / name).write_text(text)
-    return directory
-
-
-def test_policy_files_sorted_yaml_and_yml_hidden_skipped(tmp_path: Path) -> None:
-    write(
-        tmp_path,
-        {
-            "b.yaml": "",
-            "a.yml": "",
-            ".x.yaml": "",
-            "notes.txt": "",
-            "c.YAML": "",
-            "..data": "",
-        },
-    )
-    (tmp_path / "dir.yaml").mkdir()
-    assert [entry.name for entry in policy_files(tmp_path)] == ["a.yml", "b.yaml"]
-
-
-def test_kubernetes_configmap_layout_is_followed(tmp_path: Path) -> None:
-    stamp = tmp_path / "..2024_01_01_00_00_00.1"
-    write(stamp, {"policy.yaml": "version: 1\n"})
-    (tmp_path / "..data").symlink_to(stamp.name)
-    (tmp_path / "policy.yaml").symlink_to("..data/policy.yaml")
-    assert read_files(tmp_path) == [(str(tmp_path / "policy.yaml"), b"version: 1\n")]
-
-
-def test_dangling_symlink_is_skipped(tmp_path: Path) -> None:
-    write(tmp_path, {"a.yaml": "version: 1\n"})
-    (tmp_path / "gone.yaml").symlink_to("nowhere.yaml")
-    assert [name for name, _ in read_files(tmp_path)] == [str(tmp_path / "a.yaml")]
-
-
-def test_empty_directory_is_an_error(tmp_path: Path) -> None:
-    write(tmp_path, {"README.md": "", ".hidden.yaml": "version: 1\n"})
-    with pytest.raises(PolicyError) as caught:
-        read_files(tmp_path)
-    assert [str(issue) for issue in caught.value.issues] == [
-        f"{tmp_path}: no *.yaml policy files found"
-    ]
-
-
-def test_missing_directory_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(PolicyError) as caught:
-        read_files(tmp_path / "nope")
-    assert str(caught.value) == f"{tmp_path / 'nope'}: not a directory"
-
-
-def test_file_vanishing_between_listing_and_reading_is_an_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    write(tmp_path, {"a.yaml": "version: 1\n"})
-
-    def vanish(self: Path) -> bytes:
-        raise FileNotFoundError(2, "No such file or directory")
-
-    monkeypatch.setattr(Path, "read_bytes", vanish)
-    with pytest.raises(PolicyError) as caught:
-        read_files(tmp_path)
-    assert str(caught.value) == f"{tmp_path / 'a.yaml'}: cannot read: No such file or directory"
-
-
-def test_content_hash_changes_with_content_and_names_only(tmp_path: Path) -> None:
-    one = [("/x/a.yaml", b"version: 1\n")]
-    assert content_hash(one) == content_hash([("/x/a.yaml", b"version: 1\n")])
-    assert len(content_hash(one)) == 12
-    # The directory a file is read from does not matter (..data swaps change it).
-    assert content_hash(one) == content_hash([("/y/..2024/a.yaml", b"version: 1\n")])
-    assert content_hash(one) != content_hash([("/x/a.yaml", b"version: 1\n\n")])
-    assert content_hash(one) != content_hash([("/x/b.yaml", b"version: 1\n")])
-    two = [("a.yaml", b"x"), ("b.yaml", b"y")]
-    assert content_hash(two) != content_hash([("a.yaml", b"xb.yaml"), ("b.yaml", b"y")])
-
-
-def test_content_hash_of_a_directory_is_stable(tmp_path: Path) -> None:
-    write(tmp_path, {"a.yaml": "version: 1\n", "b.yml": "routes: []\n"})
-    first = content_hash(read_files(tmp_path))
-    os.utime(tmp_path / "a.yaml", (0, 0))  # touching a file changes nothing
-    assert content_hash(read_files(tmp_path)) == first
-    (tmp_path / "b.yml").write_text("routes: []  # edited\n")
-    assert content_hash(read_files(tmp_path)) != first
