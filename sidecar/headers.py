@@ -137,7 +137,8 @@ def client_headers(
     drop = _with_connection_listed(_RESPONSE_DROP, upstream_response)
     if upstream is not None and upstream.auth is not None:
         drop = drop | {upstream.auth.header.lower()}
-    scrub = scrubber.text if scrubber else None
+    # One search over every value first: an echo is rare, a per-value substitution is not free.
+    scrub = scrubber.text if scrubber and scrubber.in_any(upstream_response.values()) else None
     out: CIMultiDict[str] = CIMultiDict()
     for key, value in upstream_response.items():
         name = key.lower()

@@ -80,24 +80,26 @@ class Scrubber:
     left alone.
     """
 
-    __slots__ = ("_pattern",)
+    __slots__ = ("_pattern", "_text")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         forms = {form for s in secrets for form in _encodings(s) if len(form) >= MIN_ECHOED}
-        # One pattern, over UTF-8 bytes (text is matched through its encoding: UTF-8 is
-        # self-synchronising, so a match never starts or ends inside a character); a
-        # trie, so a keys file of thousands of keys is still one pass over the text.
-        self._pattern = re.compile(_trie_pattern(forms).encode()) if forms else None
+        # One pattern, a trie, so a keys file of thousands of keys is still one pass over
+        # the text; compiled for bytes (bodies) and for text (header values).
+        source = _trie_pattern(forms) if forms else None
+        self._pattern = re.compile(source.encode()) if source is not None else None
+        self._text = re.compile(source) if source is not None else None
 
     def __bool__(self) -> bool:
         return self._pattern is not None
 
     def text(self, value: str) -> str:
         """*value* with every secret replaced."""
-        if self._pattern is None:
-            return value
-        encoded = value.encode("utf-8", "surrogatepass")
-        return self._pattern.sub(_REDACTED, encoded).decode("utf-8", "surrogatepass")
+        return self._text.sub(REDACTED, value) if self._text is not None else value
+
+    def in_any(self, values: Iterable[str]) -> bool:
+        """Whether any of *values* holds a secret (one pass over all of them)."""
+        return self._text is not None and self._text.search("\n".join(values)) is not None
 
     def bytes(self, value: bytes) -> bytes:
         """*value* (UTF-8, as bodies come) with every secret replaced."""
