@@ -23,14 +23,12 @@
 # without one, so an image default of 0.0.0.0 would not even start. Reach it with
 # `docker exec`, or set both SIDECAR_ADMIN_TOKEN and SIDECAR_ADMIN_HOST=0.0.0.0.
 
-# The base image. Its Debian release is named (trixie: glibc 2.41, the platform the lock
-# files' hashes are chosen for, examples/deploy/lock.py). NOT YET PINNED BY DIGEST: no
-# registry could be reached where this file was written. Pin it where one can be
-# (docs/deploy.md#the-base-image):
+# The base image, pinned by the digest of its multi-platform index (amd64 and arm64 alike;
+# Python 3.11.15 on Debian trixie, glibc 2.41: the platform the lock files' hashes are
+# chosen for, examples/deploy/lock.py). The tag only tells a reader what the digest is;
+# Docker pulls by the digest. Renew it (docs/deploy.md#the-base-image) with
 #   docker buildx imagetools inspect python:3.11-slim-trixie --format '{{json .Manifest.Digest}}'
-# then write ARG PYTHON_IMAGE=python:3.11-slim-trixie@sha256:<that digest>, or pass it
-# per build with --build-arg PYTHON_IMAGE=...
-ARG PYTHON_IMAGE=python:3.11-slim-trixie
+ARG PYTHON_IMAGE=python:3.11-slim-trixie@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff
 
 # ---- base: what every final image shares (interpreter, user, environment) ----------
 FROM ${PYTHON_IMAGE} AS base
