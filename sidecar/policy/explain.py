@@ -141,29 +141,32 @@ def explain(policy: PolicySet) -> str:
         if match.header:
             where += f", header {match.header[0]}: {match.header[1]}"
         lines.append(f"route {number} {route.name!r}: {where})")
+        step = iter(range(1, 20))  # the steps in the order a request meets them
         lines.append(
-            f"  0. in flight  at most {route.limits.max_in_flight} at once "
+            f"  {next(step)}. in flight  at most {route.limits.max_in_flight} at once "
             "(503 + Retry-After beyond)"
         )
         if route.access.keys or route.access.localhost_only:
             who = f"{len(route.access.keys)} client key(s)" if route.access.keys else "any key"
             local = ", loopback clients only" if route.access.localhost_only else ""
-            lines.append(f"  0. access     {who}{local} (401 otherwise)")
+            lines.append(f"  {next(step)}. access     {who}{local} (401 otherwise)")
         tokens = route.validate.max_prompt_tokens
         lines.append(
-            f"  1. validate   body <= {route.validate.max_body} bytes"
+            f"  {next(step)}. validate   body <= {route.validate.max_body} bytes"
             + (f", prompt <= {tokens} tokens (chars/4)" if tokens else "")
         )
         if route.rate_limit is not None:
-            lines.append(f"  1. rate limit {route.rate_limit.describe(burst=True)} (429 beyond)")
+            lines.append(
+                f"  {next(step)}. rate limit {route.rate_limit.describe(burst=True)} (429 beyond)"
+            )
         if route.cache.enabled:
             cache = route.cache
             lines.append(
-                f"  1. cache      {cache.when} requests, ttl {dur(cache.ttl)}, "
+                f"  {next(step)}. cache      {cache.when} requests, ttl {dur(cache.ttl)}, "
                 f"{cache.max_entries} entries of <= {cache.max_entry_size} bytes"
             )
-        lines.append(f"  2. deadline   {dur(route.deadline)} for the whole chain")
-        lines.append(f"  3. fallback   {len(route.fallback)} target(s), in order:")
+        lines.append(f"  {next(step)}. deadline   {dur(route.deadline)} for the whole chain")
+        lines.append(f"  {next(step)}. fallback   {len(route.fallback)} target(s), in order:")
         tier_of = {id(target): tier for tier in route.tiers for target in tier.targets}
         for index, target in enumerate(route.fallback, start=1):
             tier = tier_of.get(id(target))
@@ -180,8 +183,8 @@ def explain(policy: PolicySet) -> str:
             )
         if route.continuation.enabled:
             lines.append(
-                f"  4. continuation  a stream broken after its first token is finished on the "
-                f"{route.continuation.target} target (prefill where declared, else restart)"
+                f"  {next(step)}. continuation  a stream broken after its first token is finished "
+                f"on the {route.continuation.target} target (prefill where declared, else restart)"
             )
         lines.append("")
     lines.append("No route matches → 404 in the client's wire format, no upstream call.")

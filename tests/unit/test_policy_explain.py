@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -214,9 +215,11 @@ def test_explain_shows_each_route_pipeline_with_effective_values(policy: PolicyS
         "route 1 'chat': /v1/chat/completions (POST, model gpt-*, header x-tenant: premium-*)"
         in lines
     )
-    assert "  1. validate   body <= 1048576 bytes, prompt <= 8000 tokens (chars/4)" in lines
-    assert "  2. deadline   30s for the whole chain" in lines
-    assert "  3. fallback   2 target(s), in order:" in lines
+    # The steps are numbered in the order a request meets them, each number once.
+    assert "  1. in flight  at most 1000 at once (503 + Retry-After beyond)" in lines
+    assert "  2. validate   body <= 1048576 bytes, prompt <= 8000 tokens (chars/4)" in lines
+    assert "  3. deadline   30s for the whole chain" in lines
+    assert "  4. fallback   2 target(s), in order:" in lines
     assert "     1) openai (openai, https://api.example.com)" in lines
     assert (
         f"     2) anthropic (anthropic, https://{REDACTED}@anthropic.example.com:8443"
@@ -392,8 +395,8 @@ def test_rate_limits_cache_and_state_are_explained_with_the_redis_password_redac
     assert "s3cret-pass" not in text
     assert "s3cret-pass" not in shown
     assert "state: shared through Redis redis://***redacted***@redis:6379/0" in text
-    assert "1. rate limit 60 requests/min, burst 100%, per client_key (429 beyond)" in text
-    assert "1. cache      deterministic requests, ttl 10m" in text
+    assert "  3. rate limit 60 requests/min, burst 100%, per client_key (429 beyond)" in text
+    assert "  4. cache      deterministic requests, ttl 10m" in text
     assert "limit      500 requests/min, 90000 tokens/min" in text
     data = policy_json(policy)
     assert data["state"] == {
@@ -402,3 +405,11 @@ def test_rate_limits_cache_and_state_are_explained_with_the_redis_password_redac
         "prefix": "app1",
         "timeout": "50ms",
     }
+
+
+def test_each_routes_steps_are_numbered_once_in_order(policy: PolicySet) -> None:
+    routes = explain(policy).split("\nroute ")[1:]
+    assert routes
+    for block in routes:
+        numbers = [int(n) for n in re.findall(r"^  (\d+)\. ", block, re.M)]
+        assert numbers == list(range(1, len(numbers) + 1)), block
