@@ -256,11 +256,25 @@ def check_path(path: str, raw_path: str) -> None:
         raise InvalidRequest("the request path must not contain control characters")
 
 
+# Content types a JSON body arrives with when the client did not say JSON: none at all,
+# curl's -d default, a plain-text fetch, an HTTP library's default for raw bytes. Such a
+# body is JSON when it looks and parses so.
+_UNLABELLED: Final = (
+    "",
+    "application/x-www-form-urlencoded",
+    "text/plain",
+    "application/octet-stream",
+)
+
+
 def _parse(body: bytes, request: web.Request) -> dict[str, object] | None:
-    """The JSON body as an object, None when there is no body; invalid JSON is a 400."""
+    """The JSON body as an object, None when there is no body or it is not JSON; a body
+    that is JSON, or says or looks it, and does not parse is a 400 naming the fault."""
     if not body:
         return None
-    content_type = request.headers.get("content-type", "application/json")
-    if "json" not in content_type:
-        return None
-    return parse_object(body)
+    content_type = request.headers.get("content-type", "")
+    if "json" in content_type:
+        return parse_object(body)
+    if content_type.split(";", 1)[0].strip().lower() in _UNLABELLED and body.lstrip()[:1] == b"{":
+        return parse_object(body)  # e.g. `curl -d '{...}'`: read as the JSON it is
+    return None

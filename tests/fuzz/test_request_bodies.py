@@ -260,8 +260,12 @@ async def test_wrong_content_type(
 ) -> None:
     data = json.dumps(base_body(fmt, False)).encode()
     status = await probe(body_stack, fmt, data, answer_check, content_type)
-    if content_type:  # a chat request must say it is JSON; no header means JSON
+    if content_type == "multipart/form-data":  # a form, whatever it holds: not a chat request
         assert status == 400
+    else:  # none, curl -d's default, text/plain: a body that is JSON is read as JSON
+        assert status == 200
+        broken = await probe(body_stack, fmt, b'{"model": ', answer_check, content_type)
+        assert broken == 400  # and one that looks like JSON but is not says so
 
 
 async def chunks(data: bytes, size: int = 4096) -> AsyncIterator[bytes]:
