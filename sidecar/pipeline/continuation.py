@@ -39,7 +39,7 @@ from sidecar.pipeline.retry import NotRetryable
 from sidecar.policy.model import Route, Target
 from sidecar.policy.redaction import Scrubber
 from sidecar.providers.formats import Seen, stream_error
-from sidecar.providers.streams import ClientWriter
+from sidecar.providers.streams import ClientWriter, Identity, first_identity
 from sidecar.resilience.budget import RetryBudget
 from sidecar.streaming.delivered import Delivered
 from sidecar.streaming.events import EventReader, ReadFailed
@@ -69,6 +69,7 @@ def make_continuation(
             sink,
             include_usage(call),
             scrubber=scrubber,
+            identity=first_identity(stream.first) if call.client_format == "openai" else None,
         )
         metrics.continuations.labels(
             route.name,
@@ -109,8 +110,11 @@ async def continue_answer(
     include_usage: bool,
     *,
     scrubber: Scrubber | None = None,
+    identity: Identity | None = None,
 ) -> Continued:
-    """Finish the answer on the policy's targets, or write one final error event."""
+    """Finish the answer on the policy's targets, or write one final error event.
+
+    *identity*: the first chunk's id, created and model, which the continued chunks keep."""
     text = delivered.text
     for target, chain in _candidates(call, targets, failed):
         assert call.deadline is not None
@@ -141,7 +145,7 @@ async def continue_answer(
                 break
             model = target.model_for(call.model) or call.model
             writer = ClientWriter(
-                call.client_format, call.request_id, model, include_usage, delivered.block
+                call.client_format, call.request_id, model, include_usage, delivered.block, identity
             )
             try:
                 result = await _splice(call, answer, mode, text, delivered, writer, sink, scrubber)

@@ -285,17 +285,47 @@ class OpenAIToAnthropic:
         return sse.encode({"type": "content_block_stop", "index": index}, "content_block_stop")
 
 
+Identity = tuple[str, int, object]  # an OpenAI chunk's id, created and model
+
+
+def first_identity(first: list[bytes]) -> Identity | None:
+    """The identity of an OpenAI stream's first chunk among *first* (client bytes)."""
+    for raw in first:
+        for line in raw.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                chunk = orjson.loads(line[5:])
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(chunk, dict) and isinstance(chunk.get("id"), str):
+                created = chunk.get("created")
+                return chunk["id"], created if isinstance(created, int) else 0, chunk.get("model")
+    return None
+
+
 class ClientWriter:
     """Events the sidecar writes itself into a client's stream (continuation): text deltas
     and the ending (finish, usage, terminator), in the client's format."""
 
     def __init__(
-        self, fmt: WireFormat, request_id: str, model: object, include_usage: bool, block: int
+        self,
+        fmt: WireFormat,
+        request_id: str,
+        model: object,
+        include_usage: bool,
+        block: int,
+        identity: Identity | None = None,
     ) -> None:
+        """*identity*: the id, created and model of the answer's first chunk, which every
+        chunk of one answer carries (an OpenAI client's stream; Anthropic's is in its
+        message_start, already sent)."""
         self._fmt = fmt
-        self._id = f"chatcmpl-{request_id}"
-        self._model = model
-        self._created = int(time.time())
+        self._id, self._created, self._model = identity or (
+            f"chatcmpl-{request_id}",
+            int(time.time()),
+            model,
+        )
         self._include_usage = include_usage
         self._block = block
 

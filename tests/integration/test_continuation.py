@@ -10,6 +10,7 @@ incomplete answer.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,3 +280,20 @@ async def test_without_continuation_a_malformed_event_ends_the_stream_with_an_er
     assert await stack.calls("plain") == 0
     with pytest.raises(openai.APIError, match="not valid JSON"):
         await sdk_text(stack, "off")  # the SDK raises rather than return a partial answer
+
+
+@pytest.mark.parametrize("case", ["prefill", "restart"])
+async def test_a_continued_stream_keeps_the_identity_of_its_first_chunk(
+    stack: Stack, case: str
+) -> None:
+    # Continued on claude (prefill) or on another OpenAI upstream (restart): the client
+    # sees one answer, so every chunk keeps the first chunk's id, created and model.
+    await stack.script("primary", {"fail_chunk": CUT})
+    raw = await stack.raw(case)
+    chunks = [
+        json.loads(line[6:]) for line in raw.decode().splitlines() if line.startswith("data: {")
+    ]
+    assert len(chunks) > CUT
+    identities = {(c["id"], c["created"], c["model"]) for c in chunks}
+    assert identities == {(chunks[0]["id"], chunks[0]["created"], chunks[0]["model"])}
+    assert await stack.calls("claude" if case == "prefill" else "plain") == 1
