@@ -38,6 +38,7 @@ from sidecar.observability.logs import log_request
 from sidecar.pipeline.build import Runtime
 from sidecar.pipeline.call import Call
 from sidecar.pipeline.validate import check_model
+from sidecar.policy.model import PolicySet
 from sidecar.state import HOLDER, LIFECYCLE, REFUSALS, REGISTRIES
 
 log = logging.getLogger("sidecar")
@@ -182,7 +183,7 @@ async def _handle(
         check_model(model)  # bounded before it is a key, a label or a log field
     route = policy.route_for(request.method, request.path, model, request.headers)
     if route is None:
-        raise NoRoute(f"no route matches {request.method} {request.path}")
+        raise NoRoute(_no_route(policy, request, model))
     record.route = route.name
     if len(body) > route.validate.max_body:
         raise BodyTooLarge(
@@ -226,6 +227,22 @@ async def _handle(
     finally:
         in_flight[route.name] -= 1
         call.scope.close("cancelled")  # whatever an abandoned path still holds
+
+
+def _no_route(policy: PolicySet, request: web.Request, model: str | None) -> str:
+    """The 404's message: for a path that has routes, the model asked for and the model
+    patterns the path accepts (the client's path and model are bounded at intake)."""
+    said = f"no route matches {request.method} {request.path}"
+    patterns = [
+        route.match.model
+        for route in policy.routes
+        if route.match.model is not None
+        and route.match.matches(request.method, request.path, None, request.headers, any_model=True)
+    ]
+    if not patterns:
+        return said
+    asked = f"model {model!r}" if model is not None else "a request without a model"
+    return f"{said} for {asked}; this path accepts models matching: {', '.join(patterns)}"
 
 
 def check_path(path: str, raw_path: str) -> None:

@@ -930,3 +930,26 @@ async def test_a_client_auth_pass_upstreams_401_is_the_clients(make_stack, opena
     assert caught.value.status_code == 401
     assert caught.value.code == "invalid_api_key"  # the upstream's own answer
     assert "sk-client-wrong" in caught.value.message  # the client's own key: not a secret here
+
+
+async def test_a_404_for_a_path_with_routes_names_the_model_and_the_patterns(make_stack) -> None:
+    routes = (
+        "  - {name: gpts, match: {path: /v1/by-model/chat/completions, model: 'gpt-*'}, "
+        "fallback: [{upstream: a}]}\n"
+        "  - {name: claudes, match: {path: /v1/by-model/chat/completions, model: 'claude-*'}, "
+        "fallback: [{upstream: a}]}\n"
+    )
+    s = await make_stack(routes=routes)
+    body = json.dumps({"model": "llama-3", "messages": [{"role": "user", "content": "hi"}]})
+    async with s.http.post(
+        s.sidecar.make_url("/v1/by-model/chat/completions"), data=body, headers=JSON
+    ) as response:
+        assert response.status == 404
+        message = (await response.json())["error"]["message"]
+    assert "model 'llama-3'" in message
+    assert "gpt-*, claude-*" in message
+    async with s.http.post(
+        s.sidecar.make_url("/v1/nowhere"), data=body, headers={**JSON, "x-api-key": CLIENT_KEY}
+    ) as response:
+        assert response.status == 404
+        assert "accepts models" not in (await response.json())["error"]["message"]
