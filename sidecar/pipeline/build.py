@@ -134,7 +134,7 @@ def make_pipeline(
         chain = fold(
             [
                 make_adapter(route, target),
-                make_retry(policy, registries.clock, name, registries.metrics),
+                make_retry(policy, registries.clock, name, registries.metrics, target.model_for),
                 *(
                     [make_upstream_limit(target.upstream, limiter, shared, registries.metrics)]
                     if target.upstream.rate_limit is not None

@@ -7,6 +7,8 @@ only sleeps (on the injected clock) and loops.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import Counter, Histogram
 
 from sidecar.observability.logs import log_attempt
@@ -32,7 +34,15 @@ class NotRetryable(Exception):
         self.failed = failed
 
 
-def make_retry(policy: RetryPolicy, clock: Clock, upstream: str, metrics: Metrics) -> Stage:
+def make_retry(
+    policy: RetryPolicy,
+    clock: Clock,
+    upstream: str,
+    metrics: Metrics,
+    sent: Callable[[str | None], str | None] = lambda model: model,
+) -> Stage:
+    """*sent*: the model the target sends for a requested one (its ``model`` / ``model_map``),
+    for the attempt log line."""
     retries: Counter | None = None
     backoff: Histogram | None = None
 
@@ -54,6 +64,7 @@ def make_retry(policy: RetryPolicy, clock: Clock, upstream: str, metrics: Metric
                     "route": call.route.name,
                     "upstream": upstream,
                     "model": call.model,
+                    "model_sent": sent(call.model),
                     "attempt": call.attempts,
                     "status": failure.status,
                     "error": failure.label,

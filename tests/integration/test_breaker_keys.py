@@ -9,6 +9,7 @@ the upstream actually failed on.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,3 +122,20 @@ async def test_a_per_model_breaker_is_keyed_by_the_model_sent(make_stack) -> Non
     calls = s.flaky_calls()
     assert await s.chat("first", "gpt-4o-2024-08-06") == "backup"
     assert s.flaky_calls() == calls
+
+
+async def test_attempt_lines_show_the_model_sent_beside_the_model_asked_for(
+    make_stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    s = await make_stack(True)
+    assert await s.chat("first", "gpt-4o-mini") == "backup"
+    attempts = [
+        record.msg
+        for record in caplog.records
+        if record.name == "sidecar.attempt" and isinstance(record.msg, dict)
+    ]
+    flaky = [fields for fields in attempts if fields.get("upstream") == "flaky"]
+    assert flaky, attempts
+    assert flaky[0]["model"] == "gpt-4o-mini"
+    assert flaky[0]["model_sent"] == "big-model"
