@@ -165,6 +165,19 @@ def add_routes(app: web.Application, with_metrics: bool = True) -> None:
         app.router.add_get("/metrics", metrics)
 
 
+async def index(request: web.Request) -> web.Response:
+    """GET /admin: what the admin API serves, from its own router (never out of date)."""
+    endpoints = sorted(
+        {
+            (route.resource.canonical, route.method)
+            for route in request.app.router.routes()
+            if route.resource is not None and route.method != "HEAD"
+        }
+    )
+    described = [{"method": method, "path": path} for path, method in endpoints]
+    return _json({"endpoints": described})
+
+
 def create_admin_app(main: web.Application, token: str | None) -> web.Application:
     """The admin API, sharing the main app's state."""
     admin = web.Application(
@@ -175,6 +188,7 @@ def create_admin_app(main: web.Application, token: str | None) -> web.Applicatio
     admin[LIFECYCLE] = main[LIFECYCLE]
     admin[HOLDER] = main[HOLDER]
     add_routes(admin)
+    admin.router.add_get("/admin", index)
     admin.router.add_get("/admin/policy", policy)
     admin.router.add_get("/admin/breakers", breakers)
     admin.router.add_get("/admin/runtime", runtime)

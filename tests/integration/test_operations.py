@@ -510,3 +510,21 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
         assert process.wait(timeout=30) == 0
     finally:
         _reap(process)
+
+
+async def test_get_admin_lists_the_admin_endpoints(make_stack) -> None:
+    s = await make_stack()
+    listed = (await admin_json(s, "/admin"))["endpoints"]
+    pairs = {(e["method"], e["path"]) for e in listed}
+    assert {
+        ("GET", "/admin/policy"),
+        ("GET", "/admin/breakers"),
+        ("GET", "/admin/runtime"),
+        ("POST", "/admin/breakers/{key}/{action}"),
+        ("GET", "/metrics"),
+    } <= pairs
+    for method, path in pairs:  # every GET listed answers (the listing is the router's own)
+        if method == "GET" and "{" not in path:
+            headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            async with s.http.get(s.admin.make_url(path), headers=headers) as response:
+                assert response.status in (200, 503), path  # /ready: 503 while draining
