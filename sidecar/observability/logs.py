@@ -55,8 +55,14 @@ class TextLineFormatter(logging.Formatter):
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         millis = int(record.created * 1000) % 1000
         line = f"{stamp}.{millis:03d} {record.levelname.lower():7} {record.name:16} "
-        fields = _payload(record).items()
+        payload = _payload(record)
+        listed = payload.get("errors")
+        if isinstance(listed, list) and len(listed) > 1:  # a refused policy: one per line
+            payload = {**payload, "errors": len(listed)}
+        fields = payload.items()
         line += " ".join(f"{text_value(key)}={text_value(value)}" for key, value in fields)
+        if isinstance(listed, list) and len(listed) > 1:
+            line += text_lines("\n".join(str(error) for error in listed))  # indented
         if record.exc_info and record.exc_info[0] is not None:
             line += text_lines(self.formatException(record.exc_info))  # indented: no record
         return line

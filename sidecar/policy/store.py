@@ -114,6 +114,8 @@ class PolicyStore(Generic[R_co]):
         previous = self._current
         self._current = Active(policy, runtime, paths)
         self.loaded_at = self._wall_clock()
+        if self.last_error is not None:
+            _recovered(reason, digest, self.last_error)
         self.last_error = None
         log.info(
             {
@@ -131,7 +133,9 @@ class PolicyStore(Generic[R_co]):
         policy or the last refused one did; None when something changed."""
         current, refused = self._current, self.last_error
         if current is not None and _same(files, current.inputs, current.policy.hash):
-            self.last_error = None  # a bad edit was reverted: nothing is wrong any more
+            if self.last_error is not None:  # a bad edit was reverted: nothing is wrong any more
+                _recovered("reverted", current.policy.hash, self.last_error)
+            self.last_error = None
             return ReloadResult("unchanged", current.policy.hash)
         if refused is not None and _same(files, self._refused_inputs, refused.hash):
             return ReloadResult("unchanged", refused.hash, refused.errors)
@@ -162,6 +166,19 @@ class PolicyStore(Generic[R_co]):
     def _count(self, result: ReloadResult) -> ReloadResult:
         self.counts[result.outcome] += 1
         return result
+
+
+def _recovered(reason: str, digest: str | None, refused: ReloadError) -> None:
+    """The policy is good again after a refused reload: say so, once."""
+    log.info(
+        {
+            "event": "policy_recovered",
+            "reason": reason,
+            "hash": digest,
+            "refused_hash": refused.hash,
+            "refused_errors": len(refused.errors),
+        }
+    )
 
 
 def _same(files: list[tuple[str, bytes]], inputs: tuple[str, ...], digest: str | None) -> bool:

@@ -307,3 +307,46 @@ def test_a_rewritten_keys_file_is_a_change(
     assert harness.reload() == ReloadResult("unchanged", rotated.hash)
     assert harness.store.last_error is None
     assert accepted() == ["key-b-000002"]
+
+
+def test_a_fix_after_a_refused_reload_logs_policy_recovered_once(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "sidecar.policy")
+    harness.write(GOOD)
+    harness.reload()
+    harness.write(BAD)
+    harness.reload()
+    harness.write(BETTER)  # fixed by a new edit
+    harness.reload()
+    harness.write(BAD)
+    harness.reload()
+    harness.write(BETTER)  # and by going back to the good content
+    harness.reload()
+    harness.reload()  # nothing changed: nothing to say
+    recovered = [
+        r.msg
+        for r in caplog.records
+        if isinstance(r.msg, dict) and r.msg.get("event") == "policy_recovered"
+    ]
+    assert [r["reason"] for r in recovered] == ["test", "reverted"]
+    assert all(r["refused_errors"] == 1 for r in recovered)
+
+
+def test_several_errors_of_a_refused_reload_are_one_per_line_in_text_logs(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sidecar.observability.logs import TextLineFormatter
+
+    harness.write(GOOD.replace("format: openai}", "format: x}\n  b: {url: http://b, format: y}"))
+    harness.reload()
+    (record,) = [
+        r
+        for r in caplog.records
+        if isinstance(r.msg, dict) and r.msg.get("event") == "policy_refused"
+    ]
+    assert len(record.msg["errors"]) >= 2
+    lines = TextLineFormatter().format(record).split("\n")
+    assert f"errors={len(record.msg['errors'])}" in lines[0]
+    assert len(lines) == 1 + len(record.msg["errors"])
+    assert all(line.startswith("    ") for line in lines[1:])
