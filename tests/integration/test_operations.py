@@ -185,7 +185,15 @@ async def test_metrics_after_the_seed_scenarios(make_stack) -> None:
                  to_upstream="secondary", reason="retry_after_too_long") == 1  # fmt: skip
     assert delta("sidecar_time_to_first_token_seconds_count", route="chat",
                  upstream="primary") == 1  # fmt: skip
-    assert delta("sidecar_request_duration_seconds_count", route="chat") == 5
+    durations = {"route": "chat", "status_class": "2xx"}
+    assert delta("sidecar_request_duration_seconds_count", **durations) == 4
+    failed = {"route": "chat", "status_class": "4xx"}
+    assert delta("sidecar_request_duration_seconds_count", **failed) == 1
+    # The standard series are there; the `_created` ones are not.
+    names = {name for (name, _) in after}
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes"} <= names
+    assert any(name.startswith("python_gc_") for name in names)
+    assert not any(name.endswith("_created") for name in names)
     assert delta("sidecar_overhead_seconds_count", route="chat") == 5
     tokens = delta("sidecar_tokens_total", upstream="primary", model="gpt-4o", kind="completion")
     assert tokens == 3 * 38  # two plain answers and one stream with usage, 38 tokens each
