@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from sidecar.errors import RateLimited
+from sidecar.errors import InvalidRequest, RateLimited
 from sidecar.observability.metrics import Metrics
 from sidecar.pipeline.call import Answer, Call, Completion, Handler, Stage, TargetFailed
 from sidecar.policy.model import RateLimit, Upstream
@@ -37,15 +37,24 @@ def client_key(call: Call) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
-def _key_function(limit: RateLimit) -> Callable[[Call], str]:
+def _key_function(limit: RateLimit) -> Callable[[Call], str | None]:
+    """The bucket a request counts against; None: not limited (``missing: unlimited``)."""
     if limit.key == "client_key":
         return client_key
     if limit.key.startswith("header:"):
         header = limit.key.removeprefix("header:")
+        missing = limit.missing
 
-        def by_header(call: Call) -> str:
+        def by_header(call: Call) -> str | None:
             value = call.headers.get(header, "")
-            return hashlib.sha256(value.encode()).hexdigest()[:16] if value else "none"
+            if value:
+                return hashlib.sha256(value.encode()).hexdigest()[:16]
+            if missing == "reject":
+                raise InvalidRequest(
+                    f"this route's rate limit is kept per {header!r} header; send one",
+                    param=header,
+                )
+            return None if missing == "unlimited" else "none"
 
         return by_header
     return lambda call: "all"
@@ -64,7 +73,13 @@ def make_route_limit(
     counted = metrics.rate_limited.labels(route, "route")
 
     async def route_limit(call: Call, following: Handler) -> Answer:
-        name = whole_route or prefix + key_of(call)
+        if whole_route is not None:
+            name = whole_route
+        else:
+            key = key_of(call)
+            if key is None:  # missing: unlimited
+                return await following(call)
+            name = prefix + key
         wait = await limiter.take(name, limit, call.prompt_estimate, shared)
         if wait > 0:
             counted.inc()

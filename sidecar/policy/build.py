@@ -78,7 +78,14 @@ def rate_limit(value: object) -> RateLimit:
     spec = cast(Tree, value)
     return replace(
         RateLimit(),
-        **given(spec, requests_per_minute=same, tokens_per_minute=same, burst=number, key=rate_key),
+        **given(
+            spec,
+            requests_per_minute=same,
+            tokens_per_minute=same,
+            burst=number,
+            key=rate_key,
+            missing=same,
+        ),
     )
 
 

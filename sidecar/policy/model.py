@@ -53,6 +53,9 @@ class RateLimit:
     tokens_per_minute: int | None = None
     burst: float = 1.0
     key: str = "route"
+    # With key header:<name>, a request without the header: one bucket for all of them
+    # ("shared"), a 400 ("reject"), or no limit ("unlimited").
+    missing: Literal["shared", "reject", "unlimited"] = "shared"
 
     def describe(self, burst: bool = False) -> str:
         """``60 requests/min, 9000 tokens/min[, burst 50%][, per client_key]``."""
@@ -65,6 +68,8 @@ class RateLimit:
             parts.append(f"burst {self.burst:.0%}")
         if self.key != "route":
             parts.append(f"per {self.key}")
+        if self.key.startswith("header:"):
+            parts.append(f"requests without it: {self.missing}")
         return ", ".join(parts)
 
 

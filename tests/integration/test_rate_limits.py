@@ -185,6 +185,32 @@ async def test_header_key_limits_per_header_value(stack: StackFactory) -> None:
     await client.close()
 
 
+@pytest.mark.parametrize("missing", ["shared", "reject", "unlimited"])
+async def test_a_header_keyed_limit_says_what_happens_without_the_header(
+    stack: StackFactory, missing: str
+) -> None:
+    s = await stack(
+        route_limit=f"{{requests_per_minute: 1, key: 'header:X-Tenant', missing: {missing}}}"
+    )
+    client = s.openai()
+
+    async def ask() -> None:
+        await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+
+    if missing == "reject":
+        with pytest.raises(openai.BadRequestError, match="x-tenant"):
+            await ask()
+        assert await s.calls(s.gpt) == 0
+    elif missing == "shared":  # every request without the header: one bucket
+        await ask()
+        with pytest.raises(openai.RateLimitError):
+            await ask()
+    else:  # unlimited
+        for _ in range(3):
+            await ask()
+    await client.close()
+
+
 async def test_an_upstream_at_its_limit_is_skipped_to_the_next_target(
     stack: StackFactory,
 ) -> None:
