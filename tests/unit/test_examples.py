@@ -321,3 +321,22 @@ def test_replicas_on_redis_shares_state_and_balances_a_tier(tmp_path: Path) -> N
     assert [tier.strategy for tier in chat.tiers] == ["lowest_latency"]
     assert [t.upstream.name for t in chat.tiers[0].targets] == ["openai-east", "openai-west"]
     assert all(policy.upstreams[n].rate_limit for n in ("openai-east", "openai-west"))
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "first"),
+    [
+        ("/v1/chat/completions", "gpt-4o", "openai"),
+        ("/v1/chat/completions", "claude-sonnet-4-6", "anthropic"),
+        ("/v1/messages", "claude-haiku-4-5", "anthropic"),
+        ("/v1/messages", "gpt-4o-mini", "openai"),
+    ],
+)
+def test_the_default_policy_routes_by_model_family(path: str, model: str, first: str) -> None:
+    policy = load_policy(EXAMPLES.parents[1] / "policies", {})
+    route = policy.route_for("POST", path, model, {})
+    assert route is not None
+    assert route.fallback[0].upstream.name == first  # the model's own provider first
+    other = route.fallback[1]
+    assert other.upstream.name != first
+    assert other.model_for(model) != model  # the fallback gets a model it serves
