@@ -184,7 +184,7 @@ def check(
     warned = f", {len(checked.warnings)} warning(s)" if checked.warnings else ""
     policy = checked.policy
     if policy is None:
-        print(f"ok: {label} — cross-field checks skipped: they need unset variables{warned}")
+        print(f"ok: {label} — partly checked: some values come from unset variables{warned}")
         return 0
     print(
         f"ok: {label} — {len(policy.files)} file(s), {len(policy.upstreams)} upstream(s), "

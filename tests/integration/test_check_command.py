@@ -204,7 +204,7 @@ def test_allow_unset_where_the_empty_value_fails_a_check(tmp_path: Path) -> None
         "upstreams.openai.url:" in line and line.endswith("(unset ${OPENAI_URL})")
         for line in warnings[1:]
     )
-    skipped = "cross-field checks skipped: they need unset variables"
+    skipped = "partly checked: some values come from unset variables"
     assert out == f"ok: {tmp_path / 'p'} — {skipped}, {len(warnings)} warning(s)\n"
 
 
@@ -257,3 +257,36 @@ def test_pre_commit_hook_shape_and_entry(tmp_path: Path) -> None:
     code, _, err = sidecar(*entry, *hook.get("args", []), *changed, env=ENV, cwd=repo)
     assert code == 1
     assert "unknown upstream 'nope'" in err
+
+
+def test_allow_unset_turns_a_cross_field_error_on_a_stand_in_into_a_warning(
+    tmp_path: Path,
+) -> None:
+    upstreams, routes = split_policy(tmp_path / "p")
+    # "open" passes the schema's name pattern; only the cross-field check sees it.
+    routes.write_text(ROUTES.replace("- upstream: openai", "- upstream: open${UPSTREAM}"))
+    code, out, err = sidecar("check", "--allow-unset", upstreams, routes, env=ENV)
+    assert code == 0, err
+    assert err.splitlines() == [
+        f"warning: {routes}:6:19: routes[0].fallback[0].upstream: environment variable "
+        "UPSTREAM is not set: checked as empty",
+        f"warning: {routes}:6:19: routes[0].fallback[0].upstream: unknown upstream "
+        "'open${UPSTREAM}' (did you mean 'openai'?); defined: openai (unset ${UPSTREAM})",
+    ]
+    skipped = "partly checked: some values come from unset variables"
+    assert out == f"ok: 2 files — {skipped}, 2 warning(s)\n"
+
+
+def test_whole_directory_checks_each_files_directory(tmp_path: Path) -> None:
+    _, good = split_policy(tmp_path / "good")
+    _, bad = split_policy(tmp_path / "bad")
+    bad.write_text(ROUTES.replace("- upstream: openai", "- upstream: nope"))
+    code, out, err = sidecar("check", "--whole-directory", good, bad, env=ENV)
+    assert code == 1
+    assert out.startswith(f"ok: {tmp_path / 'good'} — 2 file(s), 1 upstream(s), 1 route(s)")
+    assert "unknown upstream 'nope'" in err
+    assert err.splitlines()[-1] == f"1 error(s) in {tmp_path / 'bad'}"
+    code, out, err = sidecar("check", "--whole-directory", good, good.parent / "upstreams.yaml")
+    assert code == 1  # the one directory, once: its variables are unset here
+    assert out == ""
+    assert err.count("error(s) in") == 1
