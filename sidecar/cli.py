@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -18,9 +18,11 @@ from aiohttp import web
 
 from sidecar.app import DEFAULT_PORT, SidecarConfig, create_app, server_options
 from sidecar.observability.logs import configure as configure_logging
+from sidecar.policy.envfile import read_env_file
 from sidecar.policy.errors import PolicyError
 from sidecar.policy.explain import explain
-from sidecar.policy.loader import load_policy
+from sidecar.policy.files import directories_of, read_paths
+from sidecar.policy.loader import Checked, check_files, load_paths, load_policy
 from sidecar.server import JsonErrorRunner
 from sidecar.state import ADMIN_APP, LIFECYCLE, STORE
 
@@ -38,6 +40,24 @@ def _default_policies() -> str:
     return os.environ.get("SIDECAR_POLICIES", "policies")
 
 
+def _policy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="one policy directory, or policy files read as one set (default: $SIDECAR_POLICIES)",
+    )
+    parser.add_argument(
+        "--env-file",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="KEY=VALUE lines over the environment for ${VAR}s (repeatable; later files win)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar",
@@ -46,13 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser(
-        "check", help="validate a policy directory; exit 1 on errors (for CI / pre-commit)"
+        "check", help="validate a policy (directory or files); exit 1 on errors (CI, pre-commit)"
     )
-    check.add_argument("directory", nargs="?", default=None, help="default: $SIDECAR_POLICIES")
+    _policy_arguments(check)
+    check.add_argument(
+        "--allow-unset",
+        action="store_true",
+        help="an unset ${VAR} is a warning, read as empty (check without secrets)",
+    )
+    check.add_argument(
+        "--whole-directory",
+        action="store_true",
+        help="check the whole directory of each file given, each one a policy (pre-commit)",
+    )
     show = commands.add_parser(
         "explain", help="print each route's compiled pipeline with every effective value"
     )
-    show.add_argument("directory", nargs="?", default=None, help="default: $SIDECAR_POLICIES")
+    _policy_arguments(show)
     run = commands.add_parser("run", help="start the sidecar server")
     run.add_argument("--policies", default=None, help="policy directory ($SIDECAR_POLICIES)")
     run.add_argument("--host", default=os.environ.get("SIDECAR_HOST", "127.0.0.1"))
@@ -112,24 +142,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check(directory: Path) -> int:
+def _environment(env_files: Sequence[Path]) -> dict[str, str]:
+    """The process environment, each ``--env-file`` over it; exit 2 on a bad one."""
+    environ = dict(os.environ)
+    for env_file in env_files:
+        try:
+            environ.update(read_env_file(env_file))
+        except ValueError as exc:
+            print(f"sidecar: --env-file {exc}", file=sys.stderr)
+            sys.exit(2)
+    return environ
+
+
+def _as_list(paths: Path | Sequence[Path]) -> list[Path]:
+    return [paths] if isinstance(paths, Path) else list(paths)
+
+
+def _label(paths: Sequence[Path]) -> str:
+    return str(paths[0]) if len(paths) == 1 else f"{len(paths)} files"
+
+
+def check(
+    paths: Path | Sequence[Path],
+    environ: Mapping[str, str] = os.environ,
+    allow_unset: bool = False,
+) -> int:
+    """``sidecar check``: 0 when valid (warnings allowed), 1 when not."""
+    paths = _as_list(paths)
     try:
-        policy = load_policy(directory, os.environ)
+        checked = check_files(read_paths(paths), environ, allow_unset)
     except PolicyError as error:
-        for issue in error.issues:
+        checked = Checked(None, list(error.issues))
+    for warning in checked.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    label = _label(paths)
+    if checked.errors:
+        for issue in checked.errors:
             print(issue, file=sys.stderr)
-        print(f"{len(error.issues)} error(s) in {directory}", file=sys.stderr)
+        print(f"{len(checked.errors)} error(s) in {label}", file=sys.stderr)
         return 1
+    warned = f", {len(checked.warnings)} warning(s)" if checked.warnings else ""
+    policy = checked.policy
+    if policy is None:
+        print(f"ok: {label} — partly checked: some values come from unset variables{warned}")
+        return 0
     print(
-        f"ok: {directory} — {len(policy.files)} file(s), {len(policy.upstreams)} upstream(s), "
-        f"{len(policy.routes)} route(s), hash {policy.hash}"
+        f"ok: {label} — {len(policy.files)} file(s), {len(policy.upstreams)} upstream(s), "
+        f"{len(policy.routes)} route(s), hash {policy.hash}{warned}"
     )
     return 0
 
 
-def show(directory: Path) -> int:
+def show(paths: Path | Sequence[Path], environ: Mapping[str, str] = os.environ) -> int:
+    """``sidecar explain``: 0 and the pipeline, or 1 and the errors."""
     try:
-        policy = load_policy(directory, os.environ)
+        policy = load_paths(_as_list(paths), environ)
     except PolicyError as error:
         for issue in error.issues:
             print(issue, file=sys.stderr)
@@ -267,10 +334,14 @@ def run_workers(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "check":
-        sys.exit(check(Path(args.directory or _default_policies())))
-    if args.command == "explain":
-        sys.exit(show(Path(args.directory or _default_policies())))
+    if args.command in ("check", "explain"):
+        paths = args.paths or [Path(_default_policies())]
+        environ = _environment(args.env_file)
+        if args.command == "check" and args.whole_directory:
+            sys.exit(max(check(one, environ, args.allow_unset) for one in directories_of(paths)))
+        if args.command == "check":
+            sys.exit(check(paths, environ, args.allow_unset))
+        sys.exit(show(paths, environ))
     if args.command == "run":
         run(args)
         return

@@ -5,12 +5,16 @@ A policy file may be a symlink (a Kubernetes ConfigMap volume links ``name ->
 directory: a link out of it (to ``/etc/passwd``, a key file, a socket) is
 refused before anything is read, so no other file's text can reach an error.
 The file read is the one checked (its resolved path), not the link again.
+
+Files named one by one (``sidecar check a.yaml b.yaml``, as pre-commit passes them)
+are read together as one policy set, under the same rule: each must be a ``*.yaml`` /
+``*.yml`` file, and a symlink only to a file inside the directory the link is in.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Final
@@ -19,6 +23,7 @@ from sidecar.policy.errors import Issue, PolicyError
 
 SUFFIXES: Final = (".yaml", ".yml")
 OUTSIDE: Final = "a symlink to a file outside the policy directory: refused"
+MIXED: Final = "give one policy directory or policy files, not both"
 
 
 def policy_files(directory: FsPath) -> list[FsPath]:
@@ -53,6 +58,48 @@ def read_files(directory: FsPath) -> list[tuple[str, bytes]]:
     if not files:
         raise PolicyError([Issue(str(directory), 0, 0, (), "no *.yaml policy files found")])
     return files
+
+
+def read_paths(paths: Sequence[FsPath]) -> list[tuple[str, bytes]]:
+    """One directory's policy files (as ``read_files``), or the named files read as one
+    policy set (duplicates dropped, in the order given)."""
+    if len(paths) == 1 and (paths[0].is_dir() or paths[0].suffix not in SUFFIXES):
+        return read_files(paths[0])  # a directory, or "not a directory"
+    directories = [path for path in paths if path.is_dir()]
+    if directories:
+        raise PolicyError([Issue(str(directories[0]), 0, 0, (), MIXED)])
+    files, issues = [], []
+    for path in dict.fromkeys(paths):
+        found = _read_named(path)
+        if isinstance(found, Issue):
+            issues.append(found)
+        else:
+            files.append((str(path), found))
+    if issues:
+        raise PolicyError(issues)
+    if not files:
+        raise PolicyError([Issue(".", 0, 0, (), "no policy files given")])
+    return files
+
+
+def directories_of(paths: Sequence[FsPath]) -> list[FsPath]:
+    """The directory of each file in *paths* (a directory stays), once each, in order."""
+    return list(dict.fromkeys(path if path.is_dir() else path.parent for path in paths))
+
+
+def _read_named(path: FsPath) -> bytes | Issue:
+    """A named policy file's bytes, or why not (a link may not leave its own directory)."""
+    if path.suffix not in SUFFIXES:
+        return Issue(str(path), 0, 0, (), "not a *.yaml / *.yml policy file")
+    target = path.resolve()
+    if not target.is_relative_to(path.absolute().parent.resolve()):
+        return Issue(str(path), 0, 0, (), OUTSIDE)
+    if not target.is_file():
+        return Issue(str(path), 0, 0, (), "not a file" if target.exists() else "no such file")
+    try:
+        return target.read_bytes()
+    except OSError as exc:
+        return Issue(str(path), 0, 0, (), f"cannot read: {exc.strerror}")
 
 
 @dataclass(frozen=True, slots=True)
