@@ -168,8 +168,8 @@ for _ in 1 2 3; do  # the best of three, so a busy machine's scheduling hiccup d
   took=$("$PY" -c "print(min(float('$took'), float('$this')))")
 done
 show "HTTP $status in ${took}s: $(json 'd["error"]["message"]' < "$WORK/b")"
-check "422 in under 10 ms, 0 upstream calls" \
-  "$PY" -c "import sys; sys.exit(not ('$status' == '422' and float('$took') < 0.010 and '$(mock_calls "$OPENAI_MOCK")' == '0'))"
+check "400 in under 10 ms, 0 upstream calls" \
+  "$PY" -c "import sys; sys.exit(not ('$status' == '400' and float('$took') < 0.010 and '$(mock_calls "$OPENAI_MOCK")' == '0'))"
 
 # 6 ----------------------------------------------------------------------------------------
 title "6. Streaming — and a stream cut mid-answer, completed by continuation"

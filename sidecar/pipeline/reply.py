@@ -18,7 +18,7 @@ import logging
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from sidecar.errors import UpstreamAuthFailed, error_body
+from sidecar.errors import UpstreamAuthFailed, error_body, error_headers
 from sidecar.headers import passes_client_auth
 from sidecar.pipeline.call import Answer, AttemptFailed, Call, Upstreaming
 from sidecar.pipeline.validate import CHAT_PATHS
@@ -108,7 +108,7 @@ def credential_refused(call: Call, answer: Answer) -> None:
     )
     answer.body = error_body(error, call.client_format, call.request_id)
     answer.status = error.status
-    answer.headers = CIMultiDict([("content-type", "application/json"), *error.headers])
+    answer.headers = CIMultiDict([("content-type", "application/json"), *error_headers(error)])
 
 
 class ScrubbedErrors:

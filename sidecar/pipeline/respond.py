@@ -18,6 +18,7 @@ import time
 
 from aiohttp import web
 
+from sidecar.errors import relayed_error_body
 from sidecar.observability.metrics import Metrics
 from sidecar.pipeline.call import Answer, Call, Handler, Stage
 from sidecar.providers.formats import stream_error
@@ -42,7 +43,11 @@ def make_respond(metrics: Metrics, policy_hash: str) -> Stage:
         headers["x-sidecar-attempts"] = str(call.attempts)
         headers["x-sidecar-policy"] = policy_hash
         if answer.stream is None:
-            response = web.Response(status=answer.status, body=answer.body)
+            body = answer.body
+            if answer.status >= 400:  # the final one: the chain is spent, so the SDK must not
+                headers["x-should-retry"] = "false"  # run it again
+                body = relayed_error_body(body, call.request_id)
+            response = web.Response(status=answer.status, body=body)
             response.headers.extend(headers)  # one copy, not two
             answer.done("success")
             call.response = response

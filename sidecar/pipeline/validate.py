@@ -4,7 +4,9 @@ JSON must parse (400). On chat endpoints: ``model`` a non-empty string,
 ``messages`` a non-empty list of objects with a string ``role`` and a content
 (a string, a list of part objects, or null), ``tools`` a list of objects,
 ``temperature`` within 0..2, ``max_tokens`` a positive integer (required on
-``/v1/messages``, as Anthropic requires it) — violations are 422. The prompt is
+``/v1/messages``, as Anthropic requires it) — violations are 400
+``invalid_request_body`` naming the field (``param``), as the providers answer
+them (their SDKs raise ``BadRequestError``). The prompt is
 estimated at one token per four characters of message text; over the route's
 ``max_prompt_tokens`` it is a 400 ``context_length_exceeded``.
 
@@ -28,7 +30,7 @@ MAX_MODEL_LENGTH: Final = 256  # characters; real names (ARNs, fine-tune ids) ar
 
 
 class SchemaViolation(SidecarError):
-    status, type, code = 422, "invalid_request_error", "invalid_request_body"
+    status, type, code = 400, "invalid_request_error", "invalid_request_body"
 
 
 class PromptTooLong(SidecarError):

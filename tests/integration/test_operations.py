@@ -154,7 +154,7 @@ async def test_metrics_after_the_seed_scenarios(make_stack) -> None:
     await s.client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     await s.script(s.primary, {"script": [{"fail": 429, "retry_after": 30}]})  # failover
     await s.client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
-    with pytest.raises(openai.UnprocessableEntityError):  # validation
+    with pytest.raises(openai.BadRequestError):  # validation
         await s.client.chat.completions.create(model="gpt-4o", messages=[])
     stream = await s.client.chat.completions.create(
         model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}

@@ -242,7 +242,7 @@ async def test_invalid_request_fails_fast_without_upstream_calls(stack: StackFac
         ) as response:
             body = await response.json()
         timings.append(time.perf_counter() - started)
-        assert response.status == 422
+        assert response.status == 400
         assert body["error"]["code"] == "invalid_request_body"
         assert body["error"]["param"] == "messages"
         assert body["request_id"] == response.headers["x-request-id"]

@@ -59,7 +59,7 @@ def rejects(
 def assert_schema(error: SidecarError, param: str) -> None:
     assert isinstance(error, SchemaViolation)
     assert (error.status, error.type, error.code) == (
-        422,
+        400,
         "invalid_request_error",
         "invalid_request_body",
     )
