@@ -53,6 +53,8 @@ _NOT_FORWARDED: Final = CLIENT_CLAIMS | frozenset(
         "x-forwarded-host",
         "x-original-url",
         "x-rewrite-url",
+        # The sidecar's own request header (the preferred provider), no upstream's business.
+        "x-sidecar-prefer",
     }
 )
 # An upstream's cookies and auth challenges are about the sidecar's credential, not the

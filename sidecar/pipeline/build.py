@@ -29,6 +29,7 @@ from sidecar.pipeline.deadline import make_deadline
 from sidecar.pipeline.fallback import make_fallback
 from sidecar.pipeline.hedge import Hedging
 from sidecar.pipeline.meter import make_meter
+from sidecar.pipeline.prefer import make_prefer
 from sidecar.pipeline.ratelimit import make_route_limit, make_upstream_limit
 from sidecar.pipeline.respond import make_respond
 from sidecar.pipeline.retry import make_retry
@@ -191,6 +192,7 @@ def make_pipeline(
             *continuation,
             *([access] if access is not None else []),
             make_validate(route),
+            make_prefer(route),
             *route_limit,
             *cache,
             make_deadline(route.deadline, registries.clock),

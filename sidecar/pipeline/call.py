@@ -112,6 +112,7 @@ class Call:
     fallbacks: list[tuple[str, SkipReason]] = field(default_factory=list)
     prompt_estimate: int = 0  # prompt tokens, characters/4 (set by validation)
     cache: str | None = None  # "hit" or "miss" when the route's cache took part
+    prefer: str | None = None  # the upstream the request asked to try first (prefer stage)
     request: web.Request | None = None  # the client's request (the respond stage writes to it)
     lifecycle: Lifecycle | None = None  # the server's (is a shutdown aborting requests?)
     started: float = 0.0  # time.monotonic() when the request arrived

@@ -52,6 +52,10 @@ def make_fallback(
     async def fallback(call: Call, following: Handler) -> Answer:
         assert call.deadline is not None
         regular = static if static is not None else _expand(steps, call)
+        if call.prefer is not None:  # the request's preferred upstream first, the rest after
+            regular = [c for c in regular if c[0] == call.prefer] + [
+                c for c in regular if c[0] != call.prefer
+            ]
         failures: list[TargetFailed] = []
         may_hedge = hedging is not None
         position = 0

@@ -43,6 +43,7 @@ from sidecar.policy.model import (
     Route,
     Secret,
     StateBackend,
+    Target,
     Upstream,
     Window,
 )
@@ -140,8 +141,30 @@ def route(
         tiers=tuple(tiers),
         hedge=hedge,
         limits=replace(base.limits, **given(subtree(tree, "limits"), max_in_flight=same)),
+        prefer=_prefer(tree.get("prefer", True), targets, source, checker),
         **given(tree, rate_limit=rate_limit),
     )
+
+
+def _prefer(
+    value: object, targets: list[Target], source: RouteSource, checker: Checker
+) -> tuple[str, ...] | None:
+    """The upstreams a request of the route may prefer: all of its regular chain, the
+    ones listed (each must be in the chain), or None (``prefer: false``)."""
+    chain = tuple(dict.fromkeys(t.upstream.name for t in targets if t.when == "always"))
+    if value is True:
+        return chain
+    if value is False:
+        return None
+    names = tuple(cast(list[str], value))
+    for index, name in enumerate(names):
+        if name not in chain:
+            checker.at(
+                source,
+                ("prefer", index),
+                f"{name!r} is not in this route's fallback chain ({', '.join(chain)})",
+            )
+    return names
 
 
 def _match(spec: Tree) -> Match:

@@ -176,6 +176,13 @@ def explain(policy: PolicySet) -> str:
                     "ordered per request, all tried before the step after"
                 )
             lines.extend(_target_lines(route, index, target))
+        if route.prefer:
+            lines.append(
+                f"     prefer: a request may name {', '.join(route.prefer)} to be tried first "
+                "(x-sidecar-prefer / preferred_provider)"
+            )
+        else:
+            lines.append("     prefer: off (a request naming a provider gets 400)")
         if route.hedge is not None:
             lines.append(
                 f"     hedge: no first byte after {dur(route.hedge.after)} → one extra attempt "

@@ -291,6 +291,9 @@ class Route:
     tiers: tuple[Tier, ...] = ()  # fallback steps made of several deployments
     hedge: Hedge | None = None
     limits: Limits = Limits()
+    # Upstreams a request may name as its preference (x-sidecar-prefer / preferred_provider);
+    # None: the route takes no preference. The compiler fills it from ``prefer:``.
+    prefer: tuple[str, ...] | None = None
 
     def steps(self) -> tuple[Target | Tier, ...]:
         """The regular fallback chain as steps: a single target, or a whole tier."""

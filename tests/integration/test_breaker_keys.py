@@ -139,3 +139,76 @@ async def test_attempt_lines_show_the_model_sent_beside_the_model_asked_for(
     assert flaky, attempts
     assert flaky[0]["model"] == "gpt-4o-mini"
     assert flaky[0]["model_sent"] == "big-model"
+
+
+# -- a preferred provider ---------------------------------------------------------------
+
+PREFER_POLICY = """\
+version: 1
+upstreams:
+  flaky: {{url: "{flaky}", format: openai}}
+  backup: {{url: "{backup}", format: openai}}
+defaults:
+  retry: {{attempts: 1}}
+routes:
+  - name: first
+    match: {{path: /v1/chat/completions, header: {{name: x-route, value: first}}}}
+    fallback: [{{upstream: flaky}}, {{upstream: backup}}]
+  - name: second
+    match: {{path: /v1/chat/completions, header: {{name: x-route, value: second}}}}
+    prefer: false
+    fallback: [{{upstream: flaky}}, {{upstream: backup}}]
+"""
+
+
+@pytest.fixture
+async def prefer_stack(aiohttp_server: ServerFactory, tmp_path: Path) -> AsyncIterator[Stack]:
+    flaky = await aiohttp_server(create_mock(MockSettings(name="flaky", echo=True)))
+    backup = await aiohttp_server(create_mock(MockSettings(name="backup", echo=True)))
+    urls = {n: str(m.make_url("")).rstrip("/") for n, m in (("flaky", flaky), ("backup", backup))}
+    (tmp_path / "p.yaml").write_text(PREFER_POLICY.format(**urls))
+    config = SidecarConfig(
+        policies=tmp_path, environ={}, clock=FakeClock(), watch=False, poll_interval=3600
+    )
+    sidecar = await aiohttp_server(create_sidecar(config))
+    async with aiohttp.ClientSession() as http:
+        yield Stack(sidecar, flaky, http)
+
+
+async def ask(
+    s: Stack, route: str, headers: dict[str, str], **body: object
+) -> aiohttp.ClientResponse:
+    payload = {"model": "gpt-4o", "messages": MESSAGES, **body}
+    url = s.sidecar.make_url("/v1/chat/completions")
+    response = await s.http.post(url, json=payload, headers={"x-route": route, **headers})
+    await response.read()
+    return response
+
+
+async def test_a_request_may_prefer_an_upstream_of_the_chain(prefer_stack: Stack) -> None:
+    s = prefer_stack
+    by_header = await ask(s, "first", {"x-sidecar-prefer": "backup"})
+    assert by_header.headers["x-sidecar-upstream"] == "backup"
+    by_body = await ask(s, "first", {}, preferred_provider="backup")
+    assert by_body.headers["x-sidecar-upstream"] == "backup"
+    plain = await ask(s, "first", {})
+    assert plain.headers["x-sidecar-upstream"] == "flaky"  # policy order otherwise
+
+
+async def test_a_failing_preferred_upstream_falls_back_to_the_chain(prefer_stack: Stack) -> None:
+    s = prefer_stack
+    s.flaky.app[STATE].controller.configure(FailureConfig.parse({"server_error": 1.0}))
+    answer = await ask(s, "first", {"x-sidecar-prefer": "flaky"})
+    assert answer.status == 200
+    assert answer.headers["x-sidecar-upstream"] == "backup"
+
+
+async def test_an_unknown_or_refused_preference_is_a_400(prefer_stack: Stack) -> None:
+    s = prefer_stack
+    unknown = await ask(s, "first", {"x-sidecar-prefer": "elsewhere"})
+    assert unknown.status == 400
+    message = (await unknown.json())["error"]["message"]
+    assert "flaky, backup" in message
+    off = await ask(s, "second", {}, preferred_provider="backup")
+    assert off.status == 400
+    assert "does not take a preferred provider" in (await off.json())["error"]["message"]

@@ -77,6 +77,7 @@ routes:
         model: gpt-4o
       - upstream: backup
         model_map: {"gpt-4o-mini*": claude-haiku, "*": claude-sonnet}
+    prefer: [backup]
   - name: rest.v1_all-methods
     match: {prefix: /v1/, methods: [GET, PATCH, DELETE, HEAD, OPTIONS]}
     validate: {max_body: 2048}
@@ -162,6 +163,7 @@ def test_maximal_policy_compiles_to_every_value(tmp_path: Path) -> None:
             half_open_probes=3,
             key="upstream_model",
         ),
+        prefer=("backup",),
     )
     rest = Route(
         name="rest.v1_all-methods",
@@ -183,6 +185,7 @@ def test_maximal_policy_compiles_to_every_value(tmp_path: Path) -> None:
             half_open_probes=3,
             key="upstream_model",
         ),
+        prefer=("primary",),  # the default: any upstream of its chain
     )
     assert policy.routes == (chat, rest)
     assert policy.needs_model
