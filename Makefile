@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 help:
 	@echo "make run    - start the local stack in the foreground (mocks :8001/:8002, sidecar :8080)"
 	@echo "make test   - ruff, ruff format --check, mypy --strict, pytest"
-	@echo "make demo   - ./demo.sh --start: the eight scenarios on a stack of its own"
+	@echo "make demo   - ./demo.sh --start: the nine scenarios on a stack of its own"
 	@echo "make health - every service of the stack (local or compose URLs from the env)"
 	@echo "make check  - sidecar check on policies/ (for CI and pre-commit)"
 	@echo "make audit  - pip-audit on the image's lock files [SERVICE=osv] (docs/security.md)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# demo.sh — the llm-sidecar walkthrough: eight scenarios, each narrated and checked.
+# demo.sh — the llm-sidecar walkthrough: nine scenarios, each narrated and checked.
 #
 #   ./demo.sh            against a running local stack (`make run` in another terminal)
 #   ./demo.sh --start    starts the local stack itself (on a copy of policies/), stops it after
@@ -223,7 +223,19 @@ for _ in $(seq 1 30); do chat > /dev/null; [ "$(header x-sidecar-upstream)" = op
 check "restored: OpenAI first again" test "$(header x-sidecar-upstream)" = "openai"
 
 # 8 ----------------------------------------------------------------------------------------
-title "8. The metrics that show all of it"
+title "8. A preferred provider"
+say "A request may name the provider it wants first (header x-sidecar-prefer, or the body"
+say "field preferred_provider, which never goes upstream); the rest of the chain follows."
+read -r status _ < <(chat -H 'x-sidecar-prefer: anthropic')
+show "x-sidecar-prefer: anthropic → HTTP $status from $(header x-sidecar-upstream)"
+prefer_ok="$status $(header x-sidecar-upstream)"
+read -r status _ < <(chat -H 'x-sidecar-prefer: elsewhere')
+show "x-sidecar-prefer: elsewhere → HTTP $status: $(json 'd["error"]["message"]' < "$WORK/b")"
+check "the preferred provider answered, and an unknown one got a 400" \
+  test "$prefer_ok $status" = "200 anthropic 400"
+
+# 9 ----------------------------------------------------------------------------------------
+title "9. The metrics that show all of it"
 curl -s "$BASE_URL/metrics" > "$WORK/metrics"
 grep -E '^sidecar_(requests_total|retries_total|fallbacks_total|continuations_total|breaker_state|breaker_transitions_total|policy_reloads_total)\{' "$WORK/metrics" \
   | grep -v ' 0.0$' | sed 's/^/    /'
@@ -237,7 +249,7 @@ sys.exit(not all(total(n) > 0 for n in ('sidecar_retries_total', 'sidecar_fallba
 
 echo
 if [ "$FAILED" = 0 ]; then
-  printf '%sAll eight scenarios behaved as narrated.%s\n' "$G$B" "$N"
+  printf '%sAll nine scenarios behaved as narrated.%s\n' "$G$B" "$N"
 else
   printf '%sSome scenarios did not behave as narrated.%s\n' "$R$B" "$N"
 fi
